@@ -1,0 +1,235 @@
+"""The data model: what the trace says happened, who did it, and what the audit made of it.
+
+Everything here is an immutable value with no I/O. The flow through the package is
+trace -> parse (records) -> attribute (NetEvent) -> audit (Destination, AuditResult) -> render.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import NamedTuple, Optional, Union
+
+#: Families the allowlist can name; the parser keeps any other family strace prints, as printed.
+AF_INET = "AF_INET"
+AF_INET6 = "AF_INET6"
+AF_UNIX = "AF_UNIX"
+AF_NETLINK = "AF_NETLINK"
+AF_PACKET = "AF_PACKET"
+AF_UNSPEC = "AF_UNSPEC"
+
+
+class Syscall(str, enum.Enum):
+    """The system calls through which a process can send to an address."""
+
+    CONNECT = "connect"
+    SENDTO = "sendto"
+    SENDMSG = "sendmsg"
+    SENDMMSG = "sendmmsg"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A destination as the kernel was given it.
+
+    ``address`` holds, by family: the canonical IP text (v4-mapped IPv6 is already IPv4);
+    a Unix socket path, ``@name`` for an abstract name, or ``""`` for an unnamed socket;
+    ``pid=N`` for netlink; strace's own text for anything else, so nothing is lost.
+    """
+
+    family: str
+    address: str = ""
+    port: Optional[int] = None
+    scope_id: str = ""
+
+    def __str__(self) -> str:
+        if self.family == AF_INET6:
+            scope = f"%{self.scope_id}" if self.scope_id not in ("", "0") else ""
+            host = f"[{self.address}{scope}]"
+        elif self.family == AF_UNIX and not self.address:
+            host = "(unnamed)"
+        else:
+            host = self.address
+        return host if self.port is None else f"{host}:{self.port}"
+
+
+class NetCall(NamedTuple):
+    """One traced call that sends to (or connects to) a destination, as the log shows it.
+
+    A NamedTuple rather than a frozen dataclass: one is built per log line, and construction
+    is 3-4x cheaper (measured 0.3 us against 1.0 us), which the 1,000,000-event budget needs.
+
+    ``dest`` is None for a line the parser could not understand; ``raw`` then holds the line,
+    and no rule ever allows it.
+    """
+
+    syscall: Syscall
+    tid: int
+    time: Optional[float]
+    fd: Optional[int]
+    dest: Optional[Endpoint]
+    result: str
+    sock: str = ""
+    line: int = 0
+    raw: str = ""
+
+
+@dataclass(frozen=True)
+class Spawn:
+    """A new task: ``child`` is a thread of ``parent``'s process when ``thread`` is true."""
+
+    parent: int
+    child: int
+    thread: bool
+    time: Optional[float] = None
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Exec:
+    """A successful execve: from here on, ``tid``'s process runs ``path``.
+
+    ``tid`` is the thread group leader's id when the exec came from another thread.
+    """
+
+    tid: int
+    path: str
+    argv: tuple[str, ...] = ()
+    time: Optional[float] = None
+    line: int = 0
+
+
+class HazardKind(str, enum.Enum):
+    """Things a traced program did that let traffic bypass syscall tracing."""
+
+    IO_URING = "io_uring"
+    CLONE_UNTRACED = "clone_untraced"
+
+
+@dataclass(frozen=True)
+class Hazard:
+    """A sign that the audit cannot be complete for this task (see docs/threat-model.md)."""
+
+    kind: HazardKind
+    tid: int
+    time: Optional[float] = None
+    line: int = 0
+    raw: str = ""
+
+
+#: What the parser yields, in log order.
+Record = Union[NetCall, Spawn, Exec, Hazard]
+
+
+@dataclass(frozen=True)
+class Process:
+    """A process (thread group) of the traced tree, as of one exec.
+
+    A new value is made at each exec; ``program`` is inherited from the parent until then.
+    """
+
+    pid: int
+    parent: Optional[int]
+    program: str
+    path: str = ""
+
+
+#: The test label for events that happen outside any test in a test session.
+SESSION = "<session>"
+
+
+class NetEvent(NamedTuple):
+    """A network call with the process that made it and the test it belongs to.
+
+    ``test`` is "" when the run has no tests (``netaudit run``, ``netaudit analyze``).
+    ``after_test`` marks a call a test's leftover process made after that test ended.
+    """
+
+    call: NetCall
+    process: Process
+    test: str = ""
+    after_test: bool = False
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Allowed by the named rule, or a violation when ``rule`` is None."""
+
+    rule: Optional[str]
+
+    @property
+    def allowed(self) -> bool:
+        return self.rule is not None
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Every call of one test to one destination, folded together.
+
+    Unparsed lines each form their own destination (``endpoint`` None, ``raw`` set).
+    Tuples are sorted, and ``results`` pairs each result with its count.
+    """
+
+    test: str
+    endpoint: Optional[Endpoint]
+    raw: str
+    verdict: Verdict
+    count: int
+    pids: tuple[int, ...]
+    programs: tuple[str, ...]
+    syscalls: tuple[str, ...]
+    results: tuple[tuple[str, int], ...]
+    socks: tuple[str, ...] = ()
+    after_test: bool = False
+    first_time: Optional[float] = None
+
+    @property
+    def family(self) -> str:
+        return self.endpoint.family if self.endpoint is not None else "UNPARSED"
+
+    @property
+    def address(self) -> str:
+        return str(self.endpoint) if self.endpoint is not None else self.raw
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A reason the audit is incomplete: a hazard seen in the trace, with who caused it."""
+
+    kind: HazardKind
+    pid: int
+    program: str
+    test: str = ""
+
+    def __str__(self) -> str:
+        what = {
+            HazardKind.IO_URING: "io_uring used",
+            HazardKind.CLONE_UNTRACED: "an untraced child (CLONE_UNTRACED) started",
+        }[self.kind]
+        return f"audit incomplete: {what} by pid {self.pid} ({self.program})"
+
+
+@dataclass(frozen=True)
+class TraceStats:
+    """How much of the log was read, so a report can show that nothing was skipped."""
+
+    lines: int = 0
+    calls: int = 0
+    unparsed: int = 0
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """The judged run: every destination (in first-seen order) and what made it incomplete."""
+
+    destinations: tuple[Destination, ...]
+    findings: tuple[Finding, ...] = ()
+    stats: TraceStats = TraceStats()
+
+    @property
+    def violations(self) -> tuple[Destination, ...]:
+        return tuple(d for d in self.destinations if not d.verdict.allowed)
+
+    @property
+    def clean(self) -> bool:
+        return not self.findings and all(d.verdict.allowed for d in self.destinations)
