@@ -6,8 +6,6 @@ codes are documented in docs/cli.md.
 
 from __future__ import annotations
 
-from typing import Optional
-
 #: `netaudit run`: the command succeeded but the allowlist was violated.
 EXIT_VIOLATIONS = 100
 #: The audit could not be completed (hazard seen, tracer died, log unreadable).
@@ -29,7 +27,7 @@ class ConfigError(NetauditError):
 
     exit_code = EXIT_CONFIG
 
-    def __init__(self, message: str, path: Optional[str] = None, line: Optional[int] = None):
+    def __init__(self, message: str, path: str | None = None, line: int | None = None):
         self.message = message
         self.path = path
         self.line = line

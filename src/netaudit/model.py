@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple, Union
 
 #: Families the allowlist can name; the parser keeps any other family strace prints, as printed.
 AF_INET = "AF_INET"
@@ -39,7 +39,7 @@ class Endpoint:
 
     family: str
     address: str = ""
-    port: Optional[int] = None
+    port: int | None = None
     scope_id: str = ""
 
     def __str__(self) -> str:
@@ -65,9 +65,9 @@ class NetCall(NamedTuple):
 
     syscall: Syscall
     tid: int
-    time: Optional[float]
-    fd: Optional[int]
-    dest: Optional[Endpoint]
+    time: float | None
+    fd: int | None
+    dest: Endpoint | None
     result: str
     sock: str = ""
     line: int = 0
@@ -81,7 +81,7 @@ class Spawn:
     parent: int
     child: int
     thread: bool
-    time: Optional[float] = None
+    time: float | None = None
     line: int = 0
 
 
@@ -95,7 +95,7 @@ class Exec:
     tid: int
     path: str
     argv: tuple[str, ...] = ()
-    time: Optional[float] = None
+    time: float | None = None
     line: int = 0
 
 
@@ -112,7 +112,7 @@ class Hazard:
 
     kind: HazardKind
     tid: int
-    time: Optional[float] = None
+    time: float | None = None
     line: int = 0
     raw: str = ""
 
@@ -129,7 +129,7 @@ class Process:
     """
 
     pid: int
-    parent: Optional[int]
+    parent: int | None
     program: str
     path: str = ""
 
@@ -155,7 +155,7 @@ class NetEvent(NamedTuple):
 class Verdict:
     """Allowed by the named rule, or a violation when ``rule`` is None."""
 
-    rule: Optional[str]
+    rule: str | None
 
     @property
     def allowed(self) -> bool:
@@ -171,7 +171,7 @@ class Destination:
     """
 
     test: str
-    endpoint: Optional[Endpoint]
+    endpoint: Endpoint | None
     raw: str
     verdict: Verdict
     count: int
@@ -181,7 +181,7 @@ class Destination:
     results: tuple[tuple[str, int], ...]
     socks: tuple[str, ...] = ()
     after_test: bool = False
-    first_time: Optional[float] = None
+    first_time: float | None = None
 
     @property
     def family(self) -> str:
@@ -233,3 +233,18 @@ class AuditResult:
     @property
     def clean(self) -> bool:
         return not self.findings and all(d.verdict.allowed for d in self.destinations)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a report says about the run it judged."""
+
+    started: str
+    host: str
+    netaudit_version: str
+    command: tuple[str, ...] = ()
+    log: str | None = None
+    allowlist: str | None = None
+    strace_version: str | None = None
+    syscalls: tuple[str, ...] = ()
+    exit_status: int | None = None

@@ -1,0 +1,63 @@
+"""Writes a realistic strace log of N network events in netaudit's capture format.
+
+A mix of the forms a real suite produces: loopback TCP, UDP to resolvers, external HTTPS,
+Unix sockets, IPv6, sendto/sendmmsg, threads and children, clone and execve lines.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+
+FORMS = [
+    'connect({fd}, {{sa_family=AF_INET, sin_port=htons({port}), sin_addr=inet_addr("127.0.0.1")}}, 16) = -1 ECONNREFUSED (Connection refused)',
+    'connect({fd}, {{sa_family=AF_INET, sin_port=htons(443), sin_addr=inet_addr("93.184.216.{host}")}}, 16) = -1 ENETUNREACH (Network is unreachable)',
+    'connect({fd}, {{sa_family=AF_INET, sin_port=htons({port}), sin_addr=inet_addr("10.0.{host}.5")}}, 16) = -1 EINPROGRESS (Operation now in progress)',
+    'connect({fd}, {{sa_family=AF_UNIX, sun_path="/var/run/nscd/socket"}}, 110) = -1 ENOENT (No such file or directory)',
+    'connect({fd}, {{sa_family=AF_INET6, sin6_port=htons({port}), sin6_flowinfo=htonl(0), inet_pton(AF_INET6, "2001:db8::{host:x}", &sin6_addr), sin6_scope_id=0}}, 28) = -1 ENETUNREACH (Network is unreachable)',
+    'sendto({fd}, "\\x12\\x34\\x01\\x00", 33, MSG_NOSIGNAL, {{sa_family=AF_INET, sin_port=htons(53), sin_addr=inet_addr("192.0.2.{host}")}}, 16) = 33',
+    'sendmmsg({fd}, [{{msg_hdr={{msg_name={{sa_family=AF_INET, sin_port=htons(53), sin_addr=inet_addr("127.0.0.53")}}, msg_namelen=16, msg_iov=[{{iov_base="\\x01", iov_len=1}}], msg_iovlen=1, msg_controllen=0, msg_flags=0}}, msg_len=1}}], 1, 0) = 1',
+    'connect({fd}, {{sa_family=AF_INET, sin_port=htons({port}), sin_addr=inet_addr("127.0.0.1")}}, 16) = 0',
+]
+WEIGHTS = [30, 10, 8, 10, 5, 7, 5, 25]
+
+
+def main() -> None:
+    events, path = int(sys.argv[1]), sys.argv[2]
+    rng = random.Random(7)
+    t = 1795634279.0
+    pid = 4000
+    live = [pid]
+    with open(path, "w") as out:
+        out.write(
+            f'{pid}  {t:.6f} execve("/usr/bin/python3", ["python3", "-m", "pytest"], 0x7ffe /* 35 vars */) = 0\n'
+        )
+        for i in range(events):
+            t += 0.000137
+            if i % 500 == 0:
+                parent = rng.choice(live)
+                child = 4001 + i // 500
+                thread = rng.random() < 0.5
+                flags = (
+                    "CLONE_VM|CLONE_THREAD|CLONE_SETTLS" if thread else "CLONE_CHILD_SETTID|SIGCHLD"
+                )
+                out.write(
+                    f"{parent}  {t:.6f} clone(child_stack=NULL, flags={flags}, child_tidptr=0x7f) = {child}\n"
+                )
+                out.write(f"{child}  {t:.6f} set_robust_list(0x7f66, 24) = 0\n")
+                live.append(child)
+                if not thread and rng.random() < 0.5:
+                    out.write(
+                        f'{child}  {t:.6f} execve("/usr/bin/curl", ["curl", "-s"], 0x7ffe /* 35 vars */) = 0\n'
+                    )
+            form = rng.choices(FORMS, WEIGHTS)[0]
+            line = form.format(
+                fd=rng.randint(3, 40),
+                port=rng.choice((5432, 6379, 8080, 9000)),
+                host=rng.randint(1, 20),
+            )
+            out.write(f"{rng.choice(live)}  {t:.6f} {line}\n")
+
+
+if __name__ == "__main__":
+    main()

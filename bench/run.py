@@ -1,0 +1,134 @@
+"""netaudit's benchmark: one command, variants measured side by side in one run.
+
+    .venv/bin/python bench/run.py [--rounds N] [--events N] [--no-peer]
+
+Workloads run untraced, under raw strace with netaudit's trace set (the floor), under
+`netaudit run`, and under the PyPI netaudit 0.6.1 (installed into bench/.work/peer). The
+variants alternate within each round; the table shows medians and ratios, never one time.
+Then `netaudit analyze` (ours and the peer's) judges a generated log: time and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / ".work"
+PEER_VERSION = "0.6.1"
+BIN = Path(sys.executable).parent
+PYTHON = str(Path(sys.executable).resolve())
+sys.path.insert(0, str(HERE.parent / "src"))
+
+from netaudit.trace import TRACED_SYSCALLS  # noqa: E402
+
+WORKLOADS = {
+    "syscall-heavy": [PYTHON, str(HERE / "workloads" / "syscall_heavy.py")],
+    "thread/fork-heavy": [PYTHON, str(HERE / "workloads" / "thread_fork_heavy.py")],
+}
+
+
+def peer() -> Path | None:
+    """The incumbent, in a scratch venv of its own (pinned)."""
+    exe = WORK / "peer" / "bin" / "netaudit"
+    if not exe.exists():
+        print(f"bench: installing netaudit=={PEER_VERSION} into {WORK / 'peer'}", file=sys.stderr)
+        subprocess.run([PYTHON, "-m", "venv", str(WORK / "peer")], check=True)
+        installed = subprocess.run(
+            [str(WORK / "peer" / "bin" / "pip"), "install", "-q", f"netaudit=={PEER_VERSION}"],
+            check=False,
+        )
+        if installed.returncode != 0:
+            print("bench: could not install the peer; its columns stay empty", file=sys.stderr)
+            return None
+    return exe
+
+
+def measure(argv: Sequence[str]) -> tuple[float, int]:
+    """Wall time in seconds and peak RSS in KiB of one run (output discarded)."""
+    quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_WRONLY, 0) for fd in (1, 2)]
+    start = time.perf_counter()
+    pid = os.posix_spawnp(argv[0], list(argv), dict(os.environ), file_actions=quiet)
+    _, _, usage = os.wait4(pid, 0)
+    return time.perf_counter() - start, usage.ru_maxrss
+
+
+def variants(command: list[str], peer_exe: Path | None, log: str) -> dict[str, list[str]]:
+    strace = shutil.which("strace") or "strace"
+    floor = [strace, "-f", "--seccomp-bpf", "-qq", "-e", "signal=none", "-ttt", "-o", log]
+    out = {
+        "untraced": command,
+        "raw strace (floor)": [*floor, "-e", "trace=" + ",".join(TRACED_SYSCALLS), "--", *command],
+        "netaudit run": [str(BIN / "netaudit"), "run", "--", *command],
+    }
+    if peer_exe is not None:
+        out[f"netaudit {PEER_VERSION} run"] = [str(peer_exe), "run", "--", *command]
+    return out
+
+
+def table(title: str, times: dict[str, list[float]], base: str, peer_key: str | None) -> None:
+    print(f"\n{title}")
+    print(f"  {'variant':<24} {'median':>9} {'vs untraced':>12} {'vs ' + (peer_key or 'peer'):>22}")
+    medians = {name: statistics.median(ts) for name, ts in times.items()}
+    for name, median in medians.items():
+        vs_base = f"{median / medians[base]:.3f}x"
+        vs_peer = f"{median / medians[peer_key]:.3f}x" if peer_key in medians else "-"
+        print(f"  {name:<24} {median:>8.3f}s {vs_base:>12} {vs_peer:>22}")
+
+
+def run_workloads(rounds: int, peer_exe: Path | None, scratch: str) -> None:
+    for title, command in WORKLOADS.items():
+        runs = variants(command, peer_exe, os.path.join(scratch, "floor.log"))
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        measure(command)  # warm the page cache
+        for _ in range(rounds):
+            for name, argv in runs.items():
+                times[name].append(measure(argv)[0])
+        peer_key = f"netaudit {PEER_VERSION} run" if peer_exe is not None else None
+        table(f"{title} ({rounds} rounds, median wall time)", times, "untraced", peer_key)
+
+
+def run_analysis(events: int, rounds: int, peer_exe: Path | None, scratch: str) -> None:
+    log = os.path.join(scratch, "events.log")
+    subprocess.run([PYTHON, str(HERE / "genlog.py"), str(events), log], check=True)
+    size = os.path.getsize(log) / 2**20
+    runs = {"netaudit analyze": [str(BIN / "netaudit"), "analyze", log]}
+    if peer_exe is not None:
+        runs[f"netaudit {PEER_VERSION} analyze"] = [str(peer_exe), "analyze", log]
+    results: dict[str, list[tuple[float, int]]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, argv in runs.items():
+            results[name].append(measure(argv))
+    print(f"\nanalysis of a {events:,}-event log ({size:.0f} MiB, {rounds} rounds)")
+    print(f"  {'variant':<24} {'median':>9} {'peak RSS':>10} {'time vs ours':>13}")
+    ours = statistics.median(t for t, _ in results["netaudit analyze"])
+    for name, samples in results.items():
+        median = statistics.median(t for t, _ in samples)
+        rss = max(r for _, r in samples) / 1024
+        print(f"  {name:<24} {median:>8.2f}s {rss:>8.0f}MB {median / ours:>12.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--no-peer", action="store_true", help="skip the PyPI netaudit")
+    args = parser.parse_args()
+    WORK.mkdir(exist_ok=True)
+    peer_exe = None if args.no_peer else peer()
+    print(f"machine: {os.uname().nodename}, {os.cpu_count()} CPUs, Linux {os.uname().release}")
+    with tempfile.TemporaryDirectory(prefix="netaudit-bench-") as scratch:
+        run_workloads(args.rounds, peer_exe, scratch)
+        run_analysis(args.events, max(3, args.rounds // 2), peer_exe, scratch)
+
+
+if __name__ == "__main__":
+    main()

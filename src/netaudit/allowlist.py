@@ -1,0 +1,565 @@
+"""The allowlist DSL: strict loading with line numbers, the rules, and the built-ins.
+
+The format is documented in docs/allowlist.md. Loading reads ``yaml.compose()`` nodes rather
+than constructed Python values, so that every error can name its line, duplicate keys are seen,
+and YAML 1.1 surprises (``yes`` as a boolean, ``010`` as octal, ``1:30`` as base 60) are refused
+instead of quietly becoming something the user did not write.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from typing import Union
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from netaudit.errors import AllowlistError
+from netaudit.model import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, Endpoint
+
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+#: The families a rule can name, in the order error messages list them.
+FAMILIES = (AF_INET, AF_INET6, AF_UNIX, AF_NETLINK)
+_IP_FAMILY = {4: AF_INET, 6: AF_INET6}
+_V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+_TOP_KEYS = ("version", "builtins", "allowlist")
+_RULE_KEYS = ("name", "family", "addr", "cidr", "port", "path", "abstract")
+_FAMILY_KEYS = {
+    AF_INET: ("addr", "cidr", "port"),
+    AF_INET6: ("addr", "cidr", "port"),
+    AF_UNIX: ("path", "abstract"),
+    AF_NETLINK: (),
+}
+_IP_ONLY = "addr, cidr and port are for AF_INET and AF_INET6 rules"
+_UNIX_ONLY = "path and abstract are for AF_UNIX rules"
+_KEY_USE = {"addr": _IP_ONLY, "cidr": _IP_ONLY, "port": _IP_ONLY}
+_KEY_USE.update(path=_UNIX_ONLY, abstract=_UNIX_ONLY)
+
+_TAG = "tag:yaml.org,2002:"
+_KINDS = {
+    "str": "a string",
+    "int": "a number",
+    "float": "a floating-point number",
+    "bool": "a boolean",
+    "timestamp": "a date",
+    "binary": "binary data",
+}
+_DECIMAL = re.compile(r"0|[1-9][0-9]*")
+_PORT_TEXT = re.compile(r"(0|[1-9][0-9]*)(?:-(0|[1-9][0-9]*))?")
+_PORT_EXPECTED = 'a port number, a range "lo-hi" or a list of them'
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One way a destination can be allowed. Empty tuples mean "any" for that part.
+
+    Glob patterns (``paths``, ``abstract``) follow docs/allowlist.md: in a path, ``*``, ``?``
+    and ``[...]`` never match ``/`` and ``**`` matches anything; an abstract name is flat, so
+    there every wildcard matches any character.
+    """
+
+    name: str
+    family: str
+    networks: tuple[IPNetwork, ...] = ()
+    ports: tuple[tuple[int, int], ...] = ()
+    paths: tuple[str, ...] = ()
+    abstract: tuple[str, ...] = ()
+    builtin: bool = False
+    source: str | None = None
+    line: int | None = None
+
+    def __post_init__(self) -> None:
+        # A rule for a family it cannot narrow would silently allow every destination of it.
+        if self.family not in FAMILIES:
+            raise ValueError(f"a rule cannot allow family {self.family!r}")
+        ip = self.family in (AF_INET, AF_INET6)
+        if (ip and (self.paths or self.abstract)) or (not ip and (self.networks or self.ports)):
+            raise ValueError(f"rule {self.name!r} narrows by a key its family does not have")
+
+    def matches(self, endpoint: Endpoint) -> bool:
+        """True when this rule allows ``endpoint``; v4-mapped IPv6 is judged as the IPv4 it is."""
+        if self.family in (AF_INET, AF_INET6):
+            ip = ip_of(endpoint)
+            if ip is None or _IP_FAMILY[ip.version] != self.family:
+                return False
+            if self.networks and not any(ip in network for network in self.networks):
+                return False
+            port = endpoint.port
+            return not self.ports or (
+                port is not None and any(a <= port <= b for a, b in self.ports)
+            )
+        if endpoint.family != self.family:
+            return False
+        if self.family == AF_NETLINK or not (self.paths or self.abstract):
+            return True
+        address = endpoint.address
+        if address.startswith("@"):
+            return any(_glob(p, in_path=False).fullmatch(address[1:]) for p in self.abstract)
+        return bool(address) and any(_glob(p, in_path=True).fullmatch(address) for p in self.paths)
+
+
+@dataclass(frozen=True)
+class Allowlist:
+    """The user's rules in file order, then the built-ins unless switched off."""
+
+    rules: tuple[Rule, ...]
+    path: str | None = None
+    builtins: bool = True
+
+    def all_rules(self) -> tuple[Rule, ...]:
+        """Every rule in matching order."""
+        return self.rules + BUILTIN_RULES if self.builtins else self.rules
+
+    def match(self, endpoint: Endpoint | None) -> Rule | None:
+        """The first rule that allows ``endpoint``; None for a violation or an unparsed call."""
+        if endpoint is None:
+            return None
+        return next((rule for rule in self.all_rules() if rule.matches(endpoint)), None)
+
+
+BUILTIN_RULES: tuple[Rule, ...] = (
+    # 0.0.0.0 and :: as a destination reach the local host (notes/strace.md §a.1).
+    Rule(
+        "loopback (IPv4)",
+        AF_INET,
+        networks=(ipaddress.IPv4Network("127.0.0.0/8"), ipaddress.IPv4Network("0.0.0.0/32")),
+        builtin=True,
+    ),
+    Rule(
+        "loopback (IPv6)",
+        AF_INET6,
+        networks=(ipaddress.IPv6Network("::1/128"), ipaddress.IPv6Network("::/128")),
+        builtin=True,
+    ),
+    Rule("Unix sockets", AF_UNIX, builtin=True),
+    Rule("Netlink", AF_NETLINK, builtin=True),
+)
+
+DEFAULT = Allowlist(rules=())
+_BUILTIN_NAMES = frozenset(rule.name for rule in BUILTIN_RULES)
+
+
+def ip_of(endpoint: Endpoint) -> IPAddress | None:
+    """The IP address an AF_INET/AF_INET6 endpoint goes to, with v4-mapped IPv6 as IPv4.
+
+    None when the endpoint is of another family or its address is not a well-formed IP.
+    """
+    return _ip_of(endpoint.family, endpoint.address)
+
+
+def glob_escape(text: str) -> str:
+    """A path or abstract-name pattern that matches exactly ``text`` and nothing else."""
+    escaped = re.sub(r"[*?\[]", lambda m: f"[{m.group()}]", text)
+    return "[@]" + escaped[1:] if escaped.startswith("@") else escaped
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip_of(family: str, address: str) -> IPAddress | None:
+    """The address an IP endpoint goes to, or None when the endpoint is not a well-formed one."""
+    if family not in (AF_INET, AF_INET6) or "%" in address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip if _IP_FAMILY[ip.version] == family else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _glob(pattern: str, in_path: bool) -> re.Pattern[str]:
+    """Compile a glob; raises ValueError for an unclosed ``[`` or a backwards range."""
+    one = "[^/]" if in_path else "."
+    parts: list[str] = []
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "*":
+            stars = len(pattern[i:]) - len(pattern[i:].lstrip("*"))
+            parts.append("[^/]*" if in_path and stars == 1 else ".*")
+            i += stars
+        elif char == "?":
+            parts.append(one)
+            i += 1
+        elif char == "[":
+            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] != "!" else i + 3)
+            if end < 0:
+                raise ValueError("'[' is not closed (write '[[]' for a literal '[')")
+            parts.append(("(?!/)" if in_path else "") + _char_class(pattern[i + 1 : end]))
+            i = end + 1
+        else:
+            parts.append(re.escape(char))
+            i += 1
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _char_class(body: str) -> str:
+    """Translate the inside of a ``[...]`` glob class into a regex class."""
+    negate = body.startswith("!")
+    if negate:
+        body = body[1:]
+    items: list[str] = []
+    i = 0
+    while i < len(body):
+        if i + 2 < len(body) and body[i + 1] == "-":
+            low, high = body[i], body[i + 2]
+            if low > high:
+                raise ValueError(f"range '{low}-{high}' in '[...]' runs backwards")
+            items.append(f"{re.escape(low)}-{re.escape(high)}")
+            i += 3
+        else:
+            items.append(re.escape(body[i]))
+            i += 1
+    return ("[^" if negate else "[") + "".join(items) + "]"
+
+
+def load(path: str | os.PathLike[str]) -> Allowlist:
+    """Read and check an allowlist file; every problem is an AllowlistError naming the file."""
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as file:
+            data = file.read()
+    except FileNotFoundError:
+        raise AllowlistError("no such file; create it or name an existing one", source) from None
+    except IsADirectoryError:
+        raise AllowlistError("is a directory; name the allowlist file itself", source) from None
+    except PermissionError:
+        raise AllowlistError("permission denied; make it readable", source) from None
+    except OSError as exc:
+        raise AllowlistError(f"cannot be read: {exc.strerror or exc}", source) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise AllowlistError("not UTF-8 text; save the file as UTF-8", source, line) from None
+    return loads(text, source)
+
+
+def loads(text: str, source: str = "<string>") -> Allowlist:
+    """Check an allowlist given as text; ``source`` names it in errors and in each rule."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = " ".join(str(exc.problem or exc.context).split())
+        context = f" ({' '.join(exc.context.split())})" if exc.problem and exc.context else ""
+        line = mark.line + 1 if mark is not None else None
+        raise AllowlistError(f"invalid YAML: {problem}{context}", source, line) from None
+    except yaml.YAMLError as exc:
+        position = getattr(exc, "position", None)
+        line = text.count("\n", 0, position) + 1 if isinstance(position, int) else None
+        message = " ".join(str(exc).split("\n")[0].split())
+        raise AllowlistError(f"invalid YAML: {message}", source, line) from None
+    except RecursionError:
+        raise AllowlistError("invalid YAML: nested too deeply", source) from None
+    try:
+        return _document(root, source)
+    except _Invalid as exc:
+        raise AllowlistError(exc.message, source, exc.line) from None
+
+
+class _Invalid(Exception):
+    """A problem found at a node; loads() adds the file name."""
+
+    def __init__(self, node: Node, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = _line(node)
+
+
+def _line(node: Node) -> int | None:
+    return node.start_mark.line + 1 if node.start_mark is not None else None
+
+
+def _is(node: Node, kind: str) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == _TAG + kind
+
+
+def _describe(node: Node) -> str:
+    """How a value reads to a user, for "must be X, not Y" messages."""
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    if node.tag == _TAG + "null":
+        return "empty"
+    kind = _KINDS.get(node.tag[len(_TAG) :], f"a value tagged {node.tag}")
+    return f"{kind} {node.value!r}" if node.value else kind
+
+
+def _entries(node: MappingNode, where: str) -> dict[str, tuple[Node, Node]]:
+    """A mapping's entries by key; refuses keys that are not strings, and duplicates."""
+    entries: dict[str, tuple[Node, Node]] = {}
+    for key, value in node.value:
+        if _is(key, "merge"):
+            raise _Invalid(key, f"merge keys ('<<'){where} are not supported; write keys out")
+        if not _is(key, "str"):
+            raise _Invalid(key, f"a key{where} is {_describe(key)}; keys must be strings")
+        if key.value in entries:
+            first = _line(entries[key.value][0])
+            raise _Invalid(key, f"duplicate key {key.value!r}{where} (first at line {first})")
+        entries[key.value] = (key, value)
+    return entries
+
+
+def _refuse_unknown(
+    entries: dict[str, tuple[Node, Node]], valid: tuple[str, ...], where: str
+) -> None:
+    for key, (key_node, _) in entries.items():
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (valid: {', '.join(valid)})"
+            raise _Invalid(key_node, f"unknown key {key!r}{where}{hint}")
+
+
+def _document(root: Node | None, source: str) -> Allowlist:
+    if root is None:
+        raise AllowlistError("the file is empty; an allowlist starts with 'version: 1'", source)
+    if not isinstance(root, MappingNode) or root.tag != _TAG + "map":
+        raise _Invalid(
+            root,
+            f"the top level is {_describe(root)}; an allowlist is a mapping with "
+            "'version: 1' and 'allowlist:' (see docs/allowlist.md)",
+        )
+    entries = _entries(root, " at the top level")
+    if "version" not in entries:
+        raise _Invalid(root, "missing 'version: 1' at the top level")
+    version = entries["version"][1]
+    if not _is(version, "int"):
+        raise _Invalid(version, f"'version' must be the number 1, not {_describe(version)}")
+    if version.value != "1":
+        raise _Invalid(
+            version, f"unsupported version {version.value}; this netaudit reads version 1"
+        )
+    _refuse_unknown(entries, _TOP_KEYS, " at the top level")
+    builtins = _switch(entries["builtins"][1]) if "builtins" in entries else True
+    rules = _rules(entries["allowlist"][1], source) if "allowlist" in entries else ()
+    return Allowlist(rules=rules, path=source, builtins=builtins)
+
+
+def _switch(node: Node) -> bool:
+    """``true`` or ``false`` only: YAML 1.1's yes/no/on/off are too easy to misread."""
+    if not (_is(node, "bool") and node.value.lower() in ("true", "false")):
+        found = repr(node.value) if _is(node, "bool") else _describe(node)
+        raise _Invalid(node, f"'builtins' must be true or false, not {found}")
+    return bool(node.value.lower() == "true")
+
+
+def _rules(items: Node, source: str) -> tuple[Rule, ...]:
+    if not isinstance(items, SequenceNode) or items.tag != _TAG + "seq":
+        raise _Invalid(items, f"'allowlist' must be a list of rules, not {_describe(items)}")
+    rules: list[Rule] = []
+    first_line: dict[str, int | None] = {}
+    for index, item in enumerate(items.value, start=1):
+        rule = _rule(item, index, source)
+        at = _name_node(item) or item
+        # Reports show only the name, so two rules with one name could not be told apart.
+        if rule.name in _BUILTIN_NAMES:
+            raise _Invalid(
+                at, f"rule name {rule.name!r} is taken by a built-in rule; choose another"
+            )
+        if rule.name in first_line:
+            where = f"first at line {first_line[rule.name]}"
+            raise _Invalid(at, f"duplicate rule name {rule.name!r} ({where}); names must differ")
+        first_line[rule.name] = rule.line
+        rules.append(rule)
+    return tuple(rules)
+
+
+def _name_node(node: MappingNode) -> Node | None:
+    """The rule's name value when it is a usable string, looked up before the rule is checked."""
+    pairs: list[tuple[Node, Node]] = node.value
+    for key, value in pairs:
+        if _is(key, "str") and key.value == "name" and _is(value, "str") and value.value:
+            return value
+    return None
+
+
+def _label(node: MappingNode, index: int) -> str:
+    """How errors refer to a rule: by its name when it has a usable one, else by position."""
+    name = _name_node(node)
+    return f"rule {name.value!r}" if name is not None else f"rule #{index}"
+
+
+def _rule(node: Node, index: int, source: str) -> Rule:
+    if not isinstance(node, MappingNode) or node.tag != _TAG + "map":
+        raise _Invalid(node, f"rule #{index} must be a mapping of keys, not {_describe(node)}")
+    label = _label(node, index)
+    where = f" in {label}"
+    entries = _entries(node, where)
+    _refuse_unknown(entries, _RULE_KEYS, where)
+    name = _name(entries["name"][1], where) if "name" in entries else None
+    if "family" not in entries:
+        raise _Invalid(node, f"missing 'family'{where} (one of {', '.join(FAMILIES)})")
+    family = _string(entries["family"][1], "family", "a family name", where)
+    if family not in FAMILIES:
+        raise _Invalid(
+            entries["family"][1],
+            f"unknown family {family!r}{where} (a rule can name {', '.join(FAMILIES)})",
+        )
+    for key, (key_node, _) in entries.items():
+        if key in _KEY_USE and key not in _FAMILY_KEYS[family]:
+            raise _Invalid(key_node, f"{key!r} does not apply to {family}{where} ({_KEY_USE[key]})")
+    for first, second in (("addr", "cidr"), ("path", "abstract")):
+        if first in entries and second in entries:
+            raise _Invalid(entries[second][0], f"both {first!r} and {second!r}{where}; use one")
+    values = {key: value for key, (_, value) in entries.items()}
+    networks: tuple[IPNetwork, ...] = ()
+    shown = "*"
+    if "addr" in values:
+        networks, shown = _addr(values["addr"], family, where)
+    elif "cidr" in values:
+        networks, shown = _cidr(values["cidr"], family, where)
+    ports = _ports(values["port"], where) if "port" in values else ()
+    paths = _pattern(values["path"], "path", where) if "path" in values else ()
+    abstract = _pattern(values["abstract"], "abstract", where) if "abstract" in values else ()
+    if name is None:
+        name = _derived_name(family, shown, ports, paths, abstract)
+    return Rule(name, family, networks, ports, paths, abstract, source=source, line=_line(node))
+
+
+def _string(node: Node, key: str, expected: str, where: str) -> str:
+    """A non-empty string value; anything YAML typed otherwise is refused, not converted."""
+    if not _is(node, "str"):
+        raise _Invalid(node, f"{key!r} must be {expected}, not {_describe(node)}{where}")
+    if not node.value:
+        raise _Invalid(node, f"{key!r} is an empty string{where}")
+    text: str = node.value
+    return text
+
+
+def _name(node: Node, where: str) -> str:
+    name = _string(node, "name", "a string (quote it)", where)
+    if not name.isprintable():
+        raise _Invalid(node, f"'name' {name!r} holds a control character{where}")
+    return name
+
+
+def _addr(node: Node, family: str, where: str) -> tuple[tuple[IPNetwork, ...], str]:
+    text = _string(node, "addr", "an IP address (quote IPv6 addresses)", where)
+    if "%" in text:
+        raise _Invalid(node, f"addr {text!r} has a scope id{where} (leave '%...' out)")
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise _Invalid(node, f"invalid IP address {text!r}{where}") from None
+    network = ipaddress.ip_network(ip)
+    _check_family(node, network, family, "addr", text, where)
+    return (network,), str(ip)
+
+
+def _cidr(node: Node, family: str, where: str) -> tuple[tuple[IPNetwork, ...], str]:
+    text = _string(node, "cidr", "a network like 10.0.2.0/24", where)
+    if "/" not in text:
+        raise _Invalid(
+            node, f"cidr {text!r} has no prefix length{where} (use addr for one address)"
+        )
+    try:
+        network = ipaddress.ip_network(text)
+    except ValueError:
+        try:
+            wider = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise _Invalid(node, f"invalid network {text!r}{where}") from None
+        raise _Invalid(
+            node, f"cidr {text!r} has host bits set{where} (did you mean {wider}?)"
+        ) from None
+    _check_family(node, network, family, "cidr", text, where)
+    return (network,), str(network)
+
+
+def _check_family(
+    node: Node, network: IPNetwork, family: str, key: str, text: str, where: str
+) -> None:
+    """The address must be of the rule's family, and not one the audit never sees as such."""
+    what = f"{key} {text!r}"
+    right = _IP_FAMILY[network.version]
+    if right != family:
+        raise _Invalid(
+            node, f"{what} is IPv{network.version} but the family is {family}{where} (use {right})"
+        )
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_V4_MAPPED):
+        mapped = network.network_address.ipv4_mapped
+        v4 = ipaddress.IPv4Network((str(mapped), network.prefixlen - 96))
+        shown = v4.network_address if v4.prefixlen == 32 else v4
+        hint = f"such calls are audited as AF_INET: write family AF_INET, {key} {shown}"
+        raise _Invalid(node, f"{what} is IPv4-mapped{where} ({hint})")
+
+
+def _ports(node: Node, where: str) -> tuple[tuple[int, int], ...]:
+    if isinstance(node, SequenceNode) and node.tag == _TAG + "seq":
+        if not node.value:
+            raise _Invalid(node, f"'port' is an empty list{where} (leave it out for any port)")
+        return tuple(_port_range(item, where) for item in node.value)
+    return (_port_range(node, where),)
+
+
+def _port_range(node: Node, where: str) -> tuple[int, int]:
+    if _is(node, "int"):
+        text: str = node.value
+        if text.startswith("-") and _DECIMAL.fullmatch(text[1:]):
+            raise _Invalid(node, f"port {text} is negative{where} (ports are 0-65535)")
+        if not _DECIMAL.fullmatch(text):
+            read = yaml.safe_load(text)
+            hint = f"YAML would read it as {read}; write ports in plain decimal"
+            raise _Invalid(node, f"port {text} is not a plain decimal number{where} ({hint})")
+        low = high = int(text)
+    elif _is(node, "str"):
+        text = node.value
+        match = _PORT_TEXT.fullmatch(text)
+        if match is None:
+            raise _Invalid(node, f"invalid port {text!r}{where} ({_PORT_EXPECTED})")
+        low = int(match.group(1))
+        high = int(match.group(2) or low)
+    else:
+        raise _Invalid(node, f"'port' must be {_PORT_EXPECTED}, not {_describe(node)}{where}")
+    if high > 65535:
+        raise _Invalid(node, f"port {high} is out of range 0-65535{where}")
+    if low > high:
+        raise _Invalid(node, f"port range {text!r} runs backwards{where} (write '{high}-{low}')")
+    return low, high
+
+
+def _pattern(node: Node, key: str, where: str) -> tuple[str, ...]:
+    in_path = key == "path"
+    pattern = _string(node, key, "a string" + (" (a path or glob)" if in_path else ""), where)
+    if pattern.startswith("@"):
+        hint = "use 'abstract' for abstract names" if in_path else "write the name without it"
+        raise _Invalid(
+            node, f"{key} {pattern!r} starts with '@'{where} ({hint}; '[@]' is a literal @)"
+        )
+    try:
+        _glob(pattern, in_path)
+    except ValueError as exc:
+        raise _Invalid(node, f"bad glob {pattern!r}{where}: {exc}") from None
+    return (pattern,)
+
+
+def _derived_name(
+    family: str,
+    shown: str,
+    ports: tuple[tuple[int, int], ...],
+    paths: tuple[str, ...],
+    abstract: tuple[str, ...],
+) -> str:
+    """The name of a rule written without one, built from what it allows."""
+    if family in (AF_INET, AF_INET6):
+        if not ports:
+            return f"{family} {shown if shown != '*' else '(any)'}"
+        host = f"[{shown}]" if family == AF_INET6 and shown != "*" else shown
+        listed = ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ports)
+        return f"{family} {host}:{listed}"
+    if paths:
+        return f"{family} {paths[0]}"
+    if abstract:
+        return f"{family} @{abstract[0]}"
+    return f"{family} (any)"

@@ -1,0 +1,199 @@
+"""The ``netaudit`` command: parses arguments, calls the core, maps errors to exit codes.
+
+This is the only module of the core that writes to the terminal or decides an exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from . import __version__
+from .audit import audit_log
+from .errors import EXIT_INCOMPLETE, EXIT_VIOLATIONS, ConfigError, NetauditError
+from .model import AuditResult, RunInfo
+from .render import json as json_report
+from .render import text
+from .render.suggest import suggest_rules
+from .settings import Settings, resolve
+from .trace import TRACED_SYSCALLS, TracedRun, find_tracer
+
+#: `netaudit analyze` and `netaudit check`: exit codes as documented in docs/cli.md.
+EXIT_CLEAN = 0
+EXIT_FOUND = 1
+EXIT_BAD_INPUT = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except NetauditError as err:
+        print(f"netaudit: error: {err}", file=sys.stderr)
+        return err.exit_code if args.handler is _run else EXIT_BAD_INPUT
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="netaudit",
+        description="Audit the network egress of a command under strace against an allowlist.",
+    )
+    parser.add_argument("--version", action="version", version=f"netaudit {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run a command under strace and audit its egress",
+        description="Run CMD under strace and audit every outbound call of its process tree. "
+        "Exit: CMD's own status when it failed, else 100 for violations, 101 for an "
+        "incomplete audit, 102 when strace cannot trace here, 103 for an invalid allowlist.",
+    )
+    _add_report_options(run)
+    run.add_argument("--strace", metavar="PATH", help="the strace to use (default: from PATH)")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command")
+    run.set_defaults(handler=_run)
+
+    analyze = commands.add_parser(
+        "analyze",
+        help="audit an existing strace log",
+        description="Judge a strace log (with or without -f, -o or stderr, any timestamp form, "
+        "-y/-yy, -x). Exit: 0 clean, 1 violations or an incomplete audit, 2 bad input.",
+    )
+    analyze.add_argument("log", metavar="LOG", help="the strace output to judge")
+    _add_report_options(analyze)
+    analyze.set_defaults(handler=_analyze)
+
+    check = commands.add_parser(
+        "check",
+        help="validate an allowlist and list its rules",
+        description="Validate an allowlist (resolved as for `run` when none is given) and list "
+        "its rules with the built-ins. Exit: 0 valid, 2 invalid.",
+    )
+    check.add_argument("allowlist", nargs="?", metavar="ALLOWLIST")
+    check.set_defaults(handler=_check)
+    return parser
+
+
+def _add_report_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allowlist", metavar="FILE", help="the allowlist YAML")
+    parser.add_argument(
+        "--verbose", action="store_true", default=None, help="show every destination"
+    )
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--report", metavar="FILE", help="also write the JSON report to FILE")
+    parser.add_argument(
+        "--suggest-rules",
+        action="store_true",
+        default=None,
+        help="print allowlist rules that would allow what was violated",
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not command:
+        raise ConfigError("no command given: netaudit run [OPTIONS] -- CMD...")
+    settings = _settings(args)
+    allowlist = settings.allowlist.load()
+    tracer = find_tracer(args.strace)
+    for warning in tracer.warnings:
+        print(f"netaudit: warning: {warning}", file=sys.stderr)
+    started = _now()
+    with TracedRun(tracer) as traced:
+        status = traced.run(command)
+        result = audit_log(traced.log_path, allowlist)
+        leftovers = traced.leftover_pids
+    if leftovers:
+        pids = ", ".join(str(pid) for pid in leftovers)
+        print(
+            f"netaudit: the command left processes running; they were ended: {pids}",
+            file=sys.stderr,
+        )
+    run = _run_info(started, settings, command=tuple(command), strace=tracer.version, status=status)
+    _emit(args.format, settings, result, run, sys.stderr)
+    if status != 0:
+        return status
+    if result.findings:
+        return EXIT_INCOMPLETE
+    return EXIT_VIOLATIONS if result.violations else 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    result = audit_log(args.log, settings.allowlist.load())
+    run = _run_info(_now(), settings, log=str(Path(args.log).resolve()))
+    _emit(args.format, settings, result, run, sys.stdout)
+    return EXIT_CLEAN if result.clean else EXIT_FOUND
+
+
+def _check(args: argparse.Namespace) -> int:
+    choice = resolve(Path.cwd(), allowlist=args.allowlist).allowlist
+    allowlist = choice.load()
+    print(f"{choice.describe()}: valid")
+    print(text.rules_table(allowlist))
+    return EXIT_CLEAN
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return resolve(
+        Path.cwd(),
+        allowlist=args.allowlist,
+        verbose=args.verbose,
+        report=args.report,
+        suggest_rules=args.suggest_rules,
+    )
+
+
+def _emit(fmt: str, settings: Settings, result: AuditResult, run: RunInfo, out: TextIO) -> None:
+    document = json_report.to_json(result, run)
+    if settings.report is not None:
+        try:
+            settings.report.write_text(document, encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(
+                f"cannot write the report: {err.strerror}", str(settings.report)
+            ) from err
+    out.write(document if fmt == "json" else text.report(result, settings.verbose) + "\n")
+    if settings.suggest_rules and result.violations:
+        out.write("netaudit: rules that would allow the violations above:\n")
+        out.write(suggest_rules(result.violations))
+    out.flush()
+
+
+def _run_info(
+    started: str,
+    settings: Settings,
+    *,
+    command: tuple[str, ...] = (),
+    log: str | None = None,
+    strace: str | None = None,
+    status: int | None = None,
+) -> RunInfo:
+    return RunInfo(
+        started=started,
+        host=platform.node(),
+        netaudit_version=__version__,
+        command=command,
+        log=log,
+        allowlist=None if settings.allowlist.path is None else str(settings.allowlist.path),
+        strace_version=strace,
+        syscalls=TRACED_SYSCALLS if command else (),
+        exit_status=status,
+    )
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

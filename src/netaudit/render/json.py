@@ -1,0 +1,76 @@
+"""The JSON report: a stable, versioned schema for CI and for ``netaudit triage``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..model import AuditResult, Destination, RunInfo
+
+SCHEMA = "netaudit.report"
+SCHEMA_VERSION = 1
+
+
+def to_json(result: AuditResult, run: RunInfo) -> str:
+    """The report as a JSON document (written even when the run is clean)."""
+    destinations = [_destination(d) for d in result.destinations]
+    document: dict[str, Any] = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "run": {
+            "started": run.started,
+            "host": run.host,
+            "netaudit_version": run.netaudit_version,
+            "command": list(run.command),
+            "log": run.log,
+            "allowlist": run.allowlist,
+            "strace_version": run.strace_version,
+            "syscalls": list(run.syscalls),
+            "exit_status": run.exit_status,
+        },
+        "summary": {
+            "clean": result.clean,
+            "destinations": len(result.destinations),
+            "violations": len(result.violations),
+            "findings": len(result.findings),
+            "lines": result.stats.lines,
+            "calls": result.stats.calls,
+            "unparsed": result.stats.unparsed,
+        },
+        "findings": [
+            {
+                "kind": f.kind.value,
+                "pid": f.pid,
+                "program": f.program,
+                "test": f.test,
+                "message": str(f),
+            }
+            for f in result.findings
+        ],
+        "destinations": destinations,
+        "violations": [d for d in destinations if d["verdict"] == "violation"],
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def _destination(d: Destination) -> dict[str, Any]:
+    endpoint = d.endpoint
+    return {
+        "test": d.test,
+        "family": d.family,
+        "address": endpoint.address if endpoint is not None else None,
+        "port": endpoint.port if endpoint is not None else None,
+        "scope_id": endpoint.scope_id if endpoint is not None and endpoint.scope_id else None,
+        "display": d.address,
+        "raw": d.raw or None,
+        "verdict": "allowed" if d.verdict.allowed else "violation",
+        "rule": d.verdict.rule,
+        "count": d.count,
+        "pids": list(d.pids),
+        "programs": list(d.programs),
+        "syscalls": list(d.syscalls),
+        "results": dict(d.results),
+        "socket_types": list(d.socks),
+        "after_test": d.after_test,
+        "first_time": d.first_time,
+    }

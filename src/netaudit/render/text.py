@@ -1,0 +1,109 @@
+"""The text report, in the shapes of the pytest plugin's documentation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from ..allowlist import Allowlist, Rule
+from ..model import AuditResult, Destination
+
+RULE = "=" * 60
+#: Most pids a violation line lists before it says how many more there are.
+MAX_PIDS = 10
+
+
+def report(result: AuditResult, verbose: bool = False) -> str:
+    """The whole text report: findings, then the verbose table or the violations block."""
+    parts = [findings_block(result)] if result.findings else []
+    if verbose:
+        parts.append(verbose_table(result.destinations))
+    if result.violations or not verbose:
+        parts.append(violations_block(result))
+    return "\n".join(part for part in parts if part)
+
+
+def findings_block(result: AuditResult) -> str:
+    return "\n".join(f"netaudit: {finding}" for finding in result.findings)
+
+
+def violations_block(result: AuditResult) -> str:
+    violations = result.violations
+    if not violations:
+        return (
+            f"netaudit: no violations ({_count(len(result.destinations), 'destination')}"
+            f" checked, {result.stats.calls} calls)"
+        )
+    lines = [RULE, f"  netaudit: {_count(len(violations), 'violation')} detected", RULE]
+    for test, group in _by_test(violations):
+        lines.append("")
+        if test:
+            lines.append(f"  [{test}]")
+        lines.extend(f"    {violation_line(d)}" for d in group)
+    lines.append(RULE)
+    return "\n".join(lines)
+
+
+def violation_line(d: Destination) -> str:
+    """``AF_INET 93.184.216.34:443 (count=1, pids=[12345])``, then who and how it ended."""
+    pids = ", ".join(str(pid) for pid in d.pids[:MAX_PIDS])
+    if len(d.pids) > MAX_PIDS:
+        pids += f", +{len(d.pids) - MAX_PIDS} more"
+    line = f"{d.family} {d.address} (count={d.count}, pids=[{pids}])"
+    results = ", ".join(r if n == 1 else f"{r} x{n}" for r, n in d.results)
+    line += f" by {', '.join(d.programs)}; {'/'.join(d.syscalls)}: {results}"
+    if d.after_test:
+        line += " (after the test ended)"
+    return line
+
+
+def verbose_table(destinations: Iterable[Destination]) -> str:
+    lines = [RULE, "  netaudit: verbose network event report", RULE]
+    for test, group in _by_test(destinations):
+        lines.append("")
+        if test:
+            lines.append(f"  [{test}]")
+        lines.append(f"{'FAMILY':<12} {'ADDR:PORT':<30} {'STATUS':<10} RULE")
+        lines.append(f"{'-' * 12} {'-' * 30} {'-' * 10} {'-' * 24}")
+        for d in group:
+            status = "OK" if d.verdict.allowed else "VIOLATION"
+            # The plugin's documented table indents rows one column less than the header.
+            lines.append(f"{d.family:<12} {d.address:<29} {status:<10} {d.verdict.rule or '-'}")
+    lines.append(RULE)
+    return "\n".join(lines)
+
+
+def _by_test(destinations: Iterable[Destination]) -> Iterator[tuple[str, list[Destination]]]:
+    groups: dict[str, list[Destination]] = {}
+    for d in destinations:
+        groups.setdefault(d.test, []).append(d)
+    return iter(groups.items())
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def rules_table(allowlist: Allowlist) -> str:
+    """The rules in matching order, each with where it was written."""
+    rows = []
+    for rule in allowlist.all_rules():
+        where = "built-in" if rule.builtin else f"line {rule.line}"
+        rows.append(f"  {where:<9} {rule.name:<32} {describe_rule(rule)}")
+    if not allowlist.builtins:
+        rows.append("  (built-in rules are switched off)")
+    return "\n".join(rows)
+
+
+def describe_rule(rule: Rule) -> str:
+    what = [rule.family]
+    if rule.networks:
+        what.append(", ".join(str(n) for n in rule.networks))
+    if rule.paths:
+        what.append("path " + ", ".join(rule.paths))
+    if rule.abstract:
+        what.append("abstract @" + ", @".join(rule.abstract))
+    if rule.ports:
+        what.append("port " + ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in rule.ports))
+    if len(what) == 1:
+        what.append("any destination")
+    return " ".join(what)

@@ -1,0 +1,181 @@
+"""``[tool.netaudit]`` in pyproject.toml and the allowlist resolution order, shared by the
+command line and the pytest plugin so both resolve the same way.
+
+Resolution of the allowlist: an explicit path (the flag), then ``allowlist`` in
+``[tool.netaudit]`` (relative to that pyproject.toml), then ``netaudit.yaml`` in the current
+directory, then the built-in rules only.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+from . import allowlist as allowlist_dsl
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python < 3.11 only
+    import tomli as tomllib
+
+DEFAULT_ALLOWLIST = "netaudit.yaml"
+
+#: The keys of [tool.netaudit] and the type each must have.
+KEYS: dict[str, type] = {
+    "enabled": bool,
+    "allowlist": str,
+    "verbose": bool,
+    "report": str,
+    "suggest_rules": bool,
+}
+
+Value = Union[bool, str]
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """The ``[tool.netaudit]`` table of one pyproject.toml; ``path`` None when there is none."""
+
+    path: Path | None = None
+    values: tuple[tuple[str, Value], ...] = ()
+
+    def get(self, key: str) -> Value | None:
+        return dict(self.values).get(key)
+
+    def path_value(self, key: str) -> Path | None:
+        """A path setting, relative to the pyproject.toml that holds it."""
+        value = self.get(key)
+        if not isinstance(value, str) or self.path is None:
+            return None
+        return (self.path.parent / value).resolve()
+
+
+@dataclass(frozen=True)
+class AllowlistChoice:
+    """Which allowlist a run uses, and the rule of the resolution order that chose it."""
+
+    path: Path | None
+    source: str
+
+    def load(self) -> allowlist_dsl.Allowlist:
+        return allowlist_dsl.DEFAULT if self.path is None else allowlist_dsl.load(self.path)
+
+    def describe(self) -> str:
+        return "built-in rules only" if self.path is None else f"{self.path} ({self.source})"
+
+
+def find_pyproject(start: Path) -> Path | None:
+    """The nearest pyproject.toml in ``start`` or a directory above it."""
+    for directory in (start, *start.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_project_config(pyproject: Path | None) -> ProjectConfig:
+    """Reads and checks ``[tool.netaudit]``; unknown keys and wrong types are errors."""
+    if pyproject is None:
+        return ProjectConfig()
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+        document = tomllib.loads(text)
+    except OSError as err:
+        raise ConfigError(f"cannot read: {err.strerror}", str(pyproject)) from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"invalid TOML: {err}", str(pyproject)) from err
+    table: Any = document.get("tool", {}).get("netaudit")
+    if table is None:
+        return ProjectConfig(path=pyproject)
+    if not isinstance(table, dict):
+        raise ConfigError("[tool.netaudit] must be a table", str(pyproject), _line_of(text, None))
+    values: list[tuple[str, Value]] = []
+    for key, value in table.items():
+        expected = KEYS.get(key)
+        line = _line_of(text, key)
+        if expected is None:
+            known = ", ".join(KEYS)
+            raise ConfigError(
+                f"unknown key {key!r} in [tool.netaudit] (known keys: {known})",
+                str(pyproject),
+                line,
+            )
+        if not isinstance(value, expected):
+            raise ConfigError(
+                f"[tool.netaudit] {key} must be a {_type_name(expected)}, not {value!r}",
+                str(pyproject),
+                line,
+            )
+        values.append((key, value))
+    return ProjectConfig(path=pyproject, values=tuple(values))
+
+
+def resolve_allowlist(flag: str | None, config: ProjectConfig, cwd: Path) -> AllowlistChoice:
+    """Applies the resolution order; the file itself is checked when it is loaded."""
+    if flag is not None:
+        return AllowlistChoice(Path(flag).resolve(), "command line")
+    configured = config.path_value("allowlist")
+    if configured is not None:
+        return AllowlistChoice(configured, f"[tool.netaudit] in {config.path}")
+    default = cwd / DEFAULT_ALLOWLIST
+    if default.is_file():
+        return AllowlistChoice(default.resolve(), "netaudit.yaml in the current directory")
+    return AllowlistChoice(None, "built-in")
+
+
+def _line_of(text: str, key: str | None) -> int | None:
+    """The line of ``key`` inside [tool.netaudit] (or of the table header when key is None)."""
+    inside = False
+    header = re.compile(r"^\s*\[\s*tool\s*\.\s*netaudit\s*\]")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if header.match(line):
+            if key is None:
+                return number
+            inside = True
+        elif inside and line.lstrip().startswith("["):
+            inside = False
+        elif (
+            inside and key is not None and re.match(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=", line)
+        ):
+            return number
+    return None
+
+
+def _type_name(expected: type) -> str:
+    return {bool: "boolean (true or false)", str: "string"}.get(expected, expected.__name__)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs to know, resolved once: flags first, then [tool.netaudit]."""
+
+    allowlist: AllowlistChoice
+    verbose: bool = False
+    report: Path | None = None
+    suggest_rules: bool = False
+
+
+def resolve(
+    cwd: Path,
+    *,
+    allowlist: str | None = None,
+    verbose: bool | None = None,
+    report: str | None = None,
+    suggest_rules: bool | None = None,
+    config: ProjectConfig | None = None,
+) -> Settings:
+    """Resolves flags (None = not given) against ``config`` (default: the nearest pyproject)."""
+    if config is None:
+        config = load_project_config(find_pyproject(cwd))
+    return Settings(
+        allowlist=resolve_allowlist(allowlist, config, cwd),
+        verbose=verbose if verbose is not None else bool(config.get("verbose")),
+        report=(cwd / report).resolve() if report else config.path_value("report"),
+        suggest_rules=(
+            suggest_rules if suggest_rules is not None else bool(config.get("suggest_rules"))
+        ),
+    )

@@ -1,0 +1,90 @@
+"""[tool.netaudit] and the allowlist resolution order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from netaudit.errors import ConfigError
+from netaudit.settings import find_pyproject, load_project_config, resolve
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_the_flag_comes_first(tmp_path: Path) -> None:
+    write(tmp_path / "pyproject.toml", '[tool.netaudit]\nallowlist = "conf.yaml"\n')
+    write(tmp_path / "netaudit.yaml", "version: 1\n")
+    choice = resolve(tmp_path, allowlist=str(tmp_path / "flag.yaml")).allowlist
+    assert choice.path == tmp_path / "flag.yaml"
+    assert choice.source == "command line"
+
+
+def test_pyproject_comes_second_relative_to_its_own_directory(tmp_path: Path) -> None:
+    write(tmp_path / "pyproject.toml", '[tool.netaudit]\nallowlist = "policy/conf.yaml"\n')
+    write(tmp_path / "netaudit.yaml", "version: 1\n")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    choice = resolve(sub).allowlist
+    assert choice.path == tmp_path / "policy" / "conf.yaml"
+
+
+def test_netaudit_yaml_in_the_current_directory_comes_third(tmp_path: Path) -> None:
+    write(tmp_path / "pyproject.toml", "[tool.other]\nx = 1\n")
+    write(tmp_path / "netaudit.yaml", "version: 1\n")
+    assert resolve(tmp_path).allowlist.path == tmp_path / "netaudit.yaml"
+
+
+def test_with_nothing_configured_only_the_builtins_apply(tmp_path: Path) -> None:
+    choice = resolve(tmp_path).allowlist
+    assert choice.path is None
+    assert choice.describe() == "built-in rules only"
+    assert choice.load().builtins
+
+
+def test_the_nearest_pyproject_is_used(tmp_path: Path) -> None:
+    inner = write(tmp_path / "a" / "pyproject.toml", "")
+    write(tmp_path / "pyproject.toml", "")
+    assert find_pyproject(tmp_path / "a") == inner
+
+
+def test_an_unknown_key_is_an_error_with_file_and_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "pyproject.toml",
+        '[project]\nname = "x"\n\n[tool.netaudit]\nenabled = true\nalowlist = "a.yaml"\n',
+    )
+    with pytest.raises(ConfigError) as err:
+        load_project_config(path)
+    assert str(err.value).startswith(f"{path}:6: unknown key 'alowlist' in [tool.netaudit]")
+
+
+def test_a_wrong_type_is_an_error_with_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "pyproject.toml", '[tool.netaudit]\nverbose = "yes"\n')
+    with pytest.raises(ConfigError) as err:
+        load_project_config(path)
+    assert str(err.value) == (
+        f"{path}:2: [tool.netaudit] verbose must be a boolean (true or false), not 'yes'"
+    )
+
+
+def test_invalid_toml_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "pyproject.toml", "[tool.netaudit\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_project_config(path)
+
+
+def test_flags_override_pyproject_for_every_setting(tmp_path: Path) -> None:
+    write(
+        tmp_path / "pyproject.toml",
+        '[tool.netaudit]\nverbose = true\nsuggest_rules = true\nreport = "out/r.json"\n',
+    )
+    from_config = resolve(tmp_path)
+    assert (from_config.verbose, from_config.suggest_rules) == (True, True)
+    assert from_config.report == tmp_path / "out" / "r.json"
+    flagged = resolve(tmp_path, verbose=False, suggest_rules=False, report="x.json")
+    assert (flagged.verbose, flagged.suggest_rules) == (False, False)
+    assert flagged.report == tmp_path / "x.json"
