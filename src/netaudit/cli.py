@@ -6,10 +6,12 @@ This is the only module of the core that writes to the terminal or decides an ex
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import platform
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -33,12 +35,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.handler is _run:
+        args.cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        if not args.cmd:
+            parser.error("run needs a command: netaudit run [OPTIONS] -- CMD...")
     try:
         code: int = args.handler(args)
     except NetauditError as err:
         print(f"netaudit: error: {err}", file=sys.stderr)
         return err.exit_code if args.handler is _run else EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("netaudit: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     return code
 
 
@@ -99,16 +109,14 @@ def _add_report_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-    if not command:
-        raise ConfigError("no command given: netaudit run [OPTIONS] -- CMD...")
+    command: list[str] = args.cmd
     settings = _settings(args)
     allowlist = settings.allowlist.load()
     tracer = find_tracer(args.strace)
     for warning in tracer.warnings:
         print(f"netaudit: warning: {warning}", file=sys.stderr)
     started = _now()
-    with TracedRun(tracer) as traced:
+    with _sigterm_exits(), TracedRun(tracer) as traced:
         status = traced.run(command)
         result = audit_log(traced.log_path, allowlist)
         leftovers = traced.leftover_pids
@@ -189,6 +197,20 @@ def _run_info(
         syscalls=TRACED_SYSCALLS if command else (),
         exit_status=status,
     )
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """SIGTERM outside the traced command unwinds like Ctrl-C, so the temp dir is removed."""
+
+    def exit_now(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _now() -> str:

@@ -55,3 +55,11 @@ class TracerUnavailable(TraceError):
     """strace cannot run here; the message says what to install or change."""
 
     exit_code = EXIT_NO_TRACER
+
+
+class CommandError(NetauditError):
+    """The command to audit cannot be run; the exit codes are a shell's (127, 126)."""
+
+    def __init__(self, message: str, exit_code: int = 127) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -19,7 +19,7 @@ def report(result: AuditResult, verbose: bool = False) -> str:
         parts.append(verbose_table(result.destinations))
     if result.violations or not verbose:
         parts.append(violations_block(result))
-    return "\n".join(part for part in parts if part)
+    return "\n\n".join(part for part in parts if part)
 
 
 def findings_block(result: AuditResult) -> str:

@@ -1,0 +1,202 @@
+"""`netaudit run` end to end: the real strace on real processes, in a private network namespace.
+
+Every "external" destination below is reached only inside the namespace, where it fails at
+once with ENETUNREACH: nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from netaudit.errors import EXIT_CONFIG, EXIT_NO_TRACER, EXIT_VIOLATIONS
+
+pytestmark = pytest.mark.strace
+
+PY = sys.executable
+PROGRAM = os.path.basename(PY)
+Netns = Callable[[Sequence[str]], list[str]]
+
+EVERY_WAY_OUT = r"""
+import ctypes, ctypes.util, socket, struct, subprocess, sys, threading
+
+def attempt(fn):
+    try:
+        fn()
+    except OSError:
+        pass
+
+tcp = socket.socket()
+attempt(lambda: tcp.connect(("93.184.216.34", 443)))
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+attempt(lambda: udp.connect(("192.0.2.1", 53)))
+attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("198.51.100.7", 9)))
+attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendmsg(
+    [b"x"], [], 0, ("203.0.113.5", 10)))
+attempt(lambda: socket.socket(socket.AF_INET6).connect(("2001:db8::1", 443)))
+attempt(lambda: socket.socket(socket.AF_INET6).connect(("::ffff:203.0.113.9", 8443)))
+thread = threading.Thread(target=attempt,
+    args=(lambda: socket.socket().connect(("192.0.2.2", 80)),))
+thread.start(); thread.join()
+subprocess.run([sys.executable, "-c",
+    "import socket\ntry: socket.socket().connect(('192.0.2.3', 81))\nexcept OSError: pass"])
+libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+fd = socket.socket()
+addr = struct.pack("=H", socket.AF_INET) + struct.pack("!H4s8x", 82, socket.inet_aton("192.0.2.4"))
+libc.connect(fd.fileno(), ctypes.c_char_p(addr), len(addr))
+server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(1)
+socket.create_connection(server.getsockname()).close()
+print("workload done", flush=True)
+"""
+
+
+def netaudit(*args: str, cwd: Path, netns: Netns | None = None) -> subprocess.CompletedProcess[str]:
+    argv = [PY, "-m", "netaudit", *args]
+    return subprocess.run(
+        netns(argv) if netns else argv, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def every_way_out(netns: Netns, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One audited run of a program that tries every way out; the tests below read its report."""
+    cwd = tmp_path_factory.mktemp("run")
+    done = netaudit(
+        "run", "--report", "report.json", "--", PY, "-c", EVERY_WAY_OUT, cwd=cwd, netns=netns
+    )
+    assert "workload done" in done.stdout, done.stderr
+    report: dict[str, Any] = json.loads((cwd / "report.json").read_text())
+    report["_status"] = done.returncode
+    report["_stderr"] = done.stderr
+    return report
+
+
+def find(report: dict[str, Any], family: str, address: str, port: int) -> dict[str, Any]:
+    for d in report["destinations"]:
+        if (d["family"], d["address"], d["port"]) == (family, address, port):
+            return d
+    raise AssertionError(f"{family} {address}:{port} not reported: {report['destinations']}")
+
+
+@pytest.mark.parametrize(
+    ("family", "address", "port", "syscall"),
+    [
+        ("AF_INET", "93.184.216.34", 443, "connect"),  # TCP to a public address
+        ("AF_INET", "192.0.2.1", 53, "connect"),  # UDP connect
+        ("AF_INET", "198.51.100.7", 9, "sendto"),  # UDP sendto without connect
+        ("AF_INET", "203.0.113.5", 10, "sendmsg"),  # sendmsg with a destination
+        ("AF_INET6", "2001:db8::1", 443, "connect"),  # IPv6
+        ("AF_INET", "203.0.113.9", 8443, "connect"),  # v4-mapped IPv6, judged as IPv4
+        ("AF_INET", "192.0.2.4", 82, "connect"),  # ctypes libc.connect
+    ],
+)
+def test_each_way_out_is_reported_as_a_violation(
+    every_way_out: dict[str, Any], family: str, address: str, port: int, syscall: str
+) -> None:
+    d = find(every_way_out, family, address, port)
+    assert d["verdict"] == "violation"
+    assert d["syscalls"] == [syscall]
+    assert d["programs"] == [PROGRAM]
+    assert d["results"] == {"ENETUNREACH": 1}
+
+
+def test_a_threads_call_belongs_to_its_process(every_way_out: dict[str, Any]) -> None:
+    main = find(every_way_out, "AF_INET", "93.184.216.34", 443)
+    thread = find(every_way_out, "AF_INET", "192.0.2.2", 80)
+    assert thread["pids"] == main["pids"]
+
+
+def test_a_subprocess_call_names_the_child_process(every_way_out: dict[str, Any]) -> None:
+    main = find(every_way_out, "AF_INET", "93.184.216.34", 443)
+    child = find(every_way_out, "AF_INET", "192.0.2.3", 81)
+    assert child["verdict"] == "violation"
+    assert child["pids"] != main["pids"]
+    assert child["programs"] == [PROGRAM]
+
+
+def test_loopback_is_allowed_by_the_builtin_rule(every_way_out: dict[str, Any]) -> None:
+    loop = [d for d in every_way_out["destinations"] if d["address"] == "127.0.0.1"]
+    assert loop and all(d["rule"] == "loopback (IPv4)" for d in loop)
+
+
+def test_violations_with_a_successful_command_exit_with_the_reserved_code(
+    every_way_out: dict[str, Any],
+) -> None:
+    assert every_way_out["_status"] == EXIT_VIOLATIONS
+    assert "netaudit: 9 violations detected" in every_way_out["_stderr"]
+
+
+def test_the_report_carries_the_run_metadata(every_way_out: dict[str, Any]) -> None:
+    run = every_way_out["run"]
+    assert run["command"][:2] == [PY, "-c"]
+    assert run["strace_version"] and run["syscalls"][0] == "connect"
+    assert run["started"].endswith("+00:00")
+    assert run["exit_status"] == 0
+
+
+def test_a_clean_run_exits_zero_and_still_writes_the_report(tmp_path: Path) -> None:
+    code = "import socket; s = socket.socket(); s.connect_ex(('127.0.0.1', 9))"
+    done = netaudit("run", "--report", "r.json", "--", PY, "-c", code, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["summary"]["clean"] is True
+    assert report["destinations"][0]["rule"] == "loopback (IPv4)"
+    assert "netaudit: no violations" in done.stderr
+
+
+def test_the_commands_failure_status_wins_over_violations(netns: Netns, tmp_path: Path) -> None:
+    code = "import socket, sys; socket.socket().connect_ex(('192.0.2.9', 80)); sys.exit(7)"
+    done = netaudit("run", "--", PY, "-c", code, cwd=tmp_path, netns=netns)
+    assert done.returncode == 7
+    assert "192.0.2.9:80" in done.stderr
+
+
+def test_a_death_by_signal_is_passed_through_as_128_plus_n(tmp_path: Path) -> None:
+    code = "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"
+    assert netaudit("run", "--", PY, "-c", code, cwd=tmp_path).returncode == 128 + 15
+
+
+def test_an_invalid_allowlist_stops_the_run_before_anything_runs(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("version: 1\nallowlist:\n  - family: AF_INET\n    adr: x\n")
+    marker = tmp_path / "ran"
+    done = netaudit("run", "--allowlist", "bad.yaml", "--", "touch", str(marker), cwd=tmp_path)
+    assert done.returncode == EXIT_CONFIG
+    assert done.stderr.startswith(f"netaudit: error: {tmp_path / 'bad.yaml'}:4: ")
+    assert not marker.exists()
+
+
+def test_a_missing_strace_is_its_own_exit_code(tmp_path: Path) -> None:
+    done = netaudit("run", "--strace", "/nonexistent/strace", "--", "true", cwd=tmp_path)
+    assert done.returncode == EXIT_NO_TRACER
+    assert "apt-get install strace" in done.stderr
+
+
+def test_a_command_that_does_not_exist_exits_127(tmp_path: Path) -> None:
+    done = netaudit("run", "--", "no-such-command-4242", cwd=tmp_path)
+    assert done.returncode == 127
+    assert "command not found: no-such-command-4242" in done.stderr
+
+
+def test_suggested_rules_allow_exactly_what_the_run_violated(netns: Netns, tmp_path: Path) -> None:
+    code = (
+        "import socket\n"
+        "for host, port in [('192.0.2.1', 443), ('2001:db8::7', 80), ('198.51.100.1', 53)]:\n"
+        "    try: socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET)"
+        ".connect((host, port))\n"
+        "    except OSError: pass\n"
+    )
+    first = netaudit("run", "--suggest-rules", "--", PY, "-c", code, cwd=tmp_path, netns=netns)
+    assert first.returncode == EXIT_VIOLATIONS
+    marker = "netaudit: rules that would allow the violations above:\n"
+    (tmp_path / "suggested.yaml").write_text(first.stderr.split(marker, 1)[1])
+    again = netaudit(
+        "run", "--allowlist", "suggested.yaml", "--", PY, "-c", code, cwd=tmp_path, netns=netns
+    )
+    assert again.returncode == 0, again.stderr

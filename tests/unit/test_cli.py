@@ -1,0 +1,148 @@
+"""`netaudit analyze` and `netaudit check`: exit codes, output streams, messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netaudit.cli import main
+from netaudit.errors import EXIT_CONFIG
+
+EXTERNAL = (
+    "4242  1795634279.426813 connect(3, {sa_family=AF_INET, sin_port=htons(443), "
+    'sin_addr=inet_addr("93.184.216.34")}, 16) = -1 ENETUNREACH (Network is unreachable)\n'
+)
+LOOPBACK = (
+    "4242  1795634279.5 connect(4, {sa_family=AF_INET, sin_port=htons(5432), "
+    'sin_addr=inet_addr("127.0.0.1")}, 16) = 0\n'
+)
+PG_RULE = "version: 1\nallowlist:\n  - name: ext\n    family: AF_INET\n    addr: 93.184.216.34\n"
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def log(tmp_path: Path, *lines: str) -> str:
+    path = tmp_path / "trace.log"
+    path.write_text("".join(lines))
+    return str(path)
+
+
+def test_analyze_exits_zero_for_a_clean_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["analyze", log(tmp_path, LOOPBACK)]) == 0
+    assert capsys.readouterr().out.startswith("netaudit: no violations")
+
+
+def test_analyze_exits_one_for_violations_and_reports_them_on_stdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["analyze", log(tmp_path, EXTERNAL, LOOPBACK)]) == 1
+    out = capsys.readouterr().out
+    assert "    AF_INET 93.184.216.34:443 (count=1, pids=[4242])" in out
+
+
+def test_analyze_exits_two_for_an_unreadable_log(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", "missing.log"]) == 2
+    assert "cannot read the strace log missing.log" in capsys.readouterr().err
+
+
+def test_analyze_exits_two_for_an_invalid_allowlist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "netaudit.yaml").write_text("version: 2\n")
+    assert main(["analyze", log(tmp_path, LOOPBACK)]) == 2
+    assert f"{tmp_path / 'netaudit.yaml'}:1:" in capsys.readouterr().err
+
+
+def test_netaudit_yaml_in_the_current_directory_is_used(tmp_path: Path) -> None:
+    (tmp_path / "netaudit.yaml").write_text(PG_RULE)
+    assert main(["analyze", log(tmp_path, EXTERNAL)]) == 0
+
+
+def test_the_verbose_table_names_the_rule_for_each_destination(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["analyze", "--verbose", log(tmp_path, EXTERNAL, LOOPBACK)])
+    out = capsys.readouterr().out
+    assert "AF_INET      127.0.0.1:5432                OK         loopback (IPv4)" in out
+    assert "AF_INET      93.184.216.34:443             VIOLATION  -" in out
+
+
+def test_json_format_prints_the_report_and_report_writes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["analyze", "--format", "json", "--report", "r.json", log(tmp_path, EXTERNAL)]) == 1
+    printed = json.loads(capsys.readouterr().out)
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert printed["summary"]["violations"] == written["summary"]["violations"] == 1
+    assert printed["run"]["log"] == str(tmp_path / "trace.log")
+
+
+def test_pyproject_settings_apply_to_analyze(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.netaudit]\nverbose = true\nreport = "out.json"\n'
+    )
+    main(["analyze", log(tmp_path, LOOPBACK)])
+    assert "verbose network event report" in capsys.readouterr().out
+    assert (tmp_path / "out.json").exists()
+
+
+def test_suggested_rules_are_printed_after_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["analyze", "--suggest-rules", log(tmp_path, EXTERNAL)])
+    out = capsys.readouterr().out
+    suggested = out.split("netaudit: rules that would allow the violations above:\n", 1)[1]
+    (tmp_path / "s.yaml").write_text(suggested)
+    assert main(["analyze", "--allowlist", "s.yaml", log(tmp_path, EXTERNAL)]) == 0
+
+
+def test_check_lists_the_rules_with_their_lines_and_the_builtins(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a.yaml").write_text(PG_RULE)
+    assert main(["check", "a.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"{tmp_path / 'a.yaml'} (command line): valid"
+    assert "  line 3    ext" in out
+    assert "  built-in  loopback (IPv4)" in out
+
+
+def test_check_exits_two_with_the_file_and_line_for_an_invalid_allowlist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a.yaml").write_text(
+        "version: 1\nallowlist:\n  - family: AF_INET\n    port: 70000\n"
+    )
+    assert main(["check", "a.yaml"]) == 2
+    assert capsys.readouterr().err.startswith(f"netaudit: error: {tmp_path / 'a.yaml'}:4: ")
+
+
+def test_run_reports_a_config_error_with_its_reserved_code(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.netaudit]\nenable = true\n")
+    assert main(["run", "--", "true"]) == EXIT_CONFIG
+
+
+def test_run_without_a_command_is_a_usage_error() -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--"])
+    assert exit_.value.code == 2
+
+
+def test_python_dash_m_runs_the_same_command() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "netaudit", "--version"], capture_output=True, text=True
+    )
+    assert done.returncode == 0
+    assert done.stdout.startswith("netaudit ")
