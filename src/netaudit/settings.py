@@ -12,7 +12,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Union, cast
 
 from . import allowlist as allowlist_dsl
 from .errors import ConfigError
@@ -110,7 +110,7 @@ def load_project_config(pyproject: Path | None) -> ProjectConfig:
                 str(pyproject),
                 line,
             )
-        values.append((key, value))
+        values.append((key, cast(Value, value)))
     return ProjectConfig(path=pyproject, values=tuple(values))
 
 

@@ -81,7 +81,8 @@ def every_way_out(netns: Netns, tmp_path_factory: pytest.TempPathFactory) -> dic
 def find(report: dict[str, Any], family: str, address: str, port: int) -> dict[str, Any]:
     for d in report["destinations"]:
         if (d["family"], d["address"], d["port"]) == (family, address, port):
-            return d
+            found: dict[str, Any] = d
+            return found
     raise AssertionError(f"{family} {address}:{port} not reported: {report['destinations']}")
 
 

@@ -1,0 +1,555 @@
+"""Streaming strace log parser: log lines in, network calls and process events out.
+
+A log can hold a million calls, so the common complete line ``PID EPOCH name(args) = result``
+takes a fast path: its decoded call is cached by text, because destinations repeat. Every other
+form goes through a careful path. A line that names a sending syscall always yields a NetCall,
+unparsed (``dest=None``) if need be, unless it is a documented non-event: a send without an
+address, or a connect to AF_UNSPEC (a disconnect).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple, Optional, TypeVar
+
+from netaudit.model import (
+    AF_INET,
+    AF_INET6,
+    AF_NETLINK,
+    AF_UNIX,
+    AF_UNSPEC,
+    Endpoint,
+    Exec,
+    Hazard,
+    HazardKind,
+    NetCall,
+    Record,
+    Spawn,
+    Syscall,
+    TraceStats,
+)
+
+__all__ = ["INVALID", "Parser", "parse"]
+
+#: The family of a destination given as a NULL or bad pointer: an attempt, shown as such.
+INVALID = "INVALID"
+
+_NET = {s.value: s for s in Syscall}
+#: How many arguments follow the fd; "sendto-rest" is sendto after its payload.
+_NARGS = {"connect": 2, "sendto": 5, "sendto-rest": 4, "sendmsg": 2, "sendmmsg": 3}
+_SPAWN = frozenset({"clone", "clone3", "fork", "vfork"})
+_EXEC = frozenset({"execve", "execveat"})
+_WATCHED = frozenset(_NET) | _SPAWN | _EXEC | {"io_uring_setup"}
+_CACHE_MAX = 4096
+_UNFINISHED = " <unfinished ...>"
+
+_PREFIX = re.compile(
+    r"(?:\[pid +([0-9]+)\] |([0-9]+) +)?"
+    r"(?:(?:([0-9]+\.[0-9]+)|[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?) +)?"
+    r"(?:\[[0-9a-f]{8,16}\] )?"
+)
+_CALL = re.compile(r"([a-z_][a-z0-9_]*)\(")
+_RESUMED = re.compile(r"<\.\.\. ([a-z_][a-z0-9_]*) resumed>")
+_PID_CHANGED = re.compile(r" <pid changed to ([0-9]+) \.\.\.>$")
+_SPLICE = re.compile(r"strace: Process [0-9]+ (?:attached|detached)[^\n]*$")
+_NET_TOKEN = re.compile(r"(sendmmsg|sendmsg|sendto|connect)\(")
+_ERRNO = re.compile(r"E[A-Z0-9_]+")
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"(?:\.\.\.)?|[\[\]{}()"]|, ', re.S)
+_PAYLOAD = re.compile(r'"(?:[^"\\]|\\.)*"(?:\.\.\.)?, ', re.S)
+_CLOSER = {"(": ")", "[": "]", "{": "}"}
+_FD = re.compile(r"(-?[0-9]+)(?:<(.*)>)?", re.S)
+_POINTER = re.compile(r"0x[0-9a-f]+")
+_ESCAPE = re.compile(rb"\\(x[0-9a-fA-F]{2}|[0-7]{1,3}|.)", re.S)
+_SIMPLE_ESCAPES = {b"n": b"\n", b"t": b"\t", b"r": b"\r", b"v": b"\v", b"f": b"\f"}
+_S = r'"((?:[^"\\]|\\.)*)"'
+_SA_INET = re.compile(
+    r"sa_family=AF_INET, sin_port=htons\(([0-9]+)\), sin_addr=inet_addr\(" + _S + r"\)"
+)
+_SA_INET6 = re.compile(
+    r"sa_family=AF_INET6, sin6_port=htons\(([0-9]+)\), sin6_flowinfo=htonl\([0-9]+\), "
+    r"inet_pton\(AF_INET6, " + _S + r", &sin6_addr\)"
+    r"(?:, sin6_scope_id=(?:if_nametoindex\(" + _S + r"\)|([0-9]+)))?"
+)
+_SA_UNIX = re.compile(r"sa_family=AF_UNIX(?:, sun_path=(@?)" + _S + r"(?:\.\.\.)?)?", re.S)
+_SA_NETLINK = re.compile(r"sa_family=AF_NETLINK, nl_pid=(-?[0-9]+), nl_groups=[0-9a-fx]+")
+_SA_FAMILY = re.compile(r"sa_family=([A-Za-z0-9_]+)(?: /\*[^*]*\*/)?(?:, |$)")
+
+_T = TypeVar("_T")
+_IP = TypeVar("_IP", ipaddress.IPv4Address, ipaddress.IPv6Address)
+_Dests = tuple[Endpoint, ...]
+_Decoded = tuple[Syscall, int, str, _Dests]
+#: A decoded call in NetCall's order; no destination means a send to the connected peer.
+_Fast = tuple[Syscall, int, Optional[Endpoint], str]
+
+
+class _Pending(NamedTuple):
+    """A call strace split with ``<unfinished ...>``; ``args`` None marks an exec already told."""
+
+    name: str
+    args: str | None
+    time: float | None
+    line: int
+    raw: str
+
+
+class Parser:
+    """One per log. Streaming: constant memory apart from calls pending per thread.
+
+    Records come out in log order, except that a split call comes out at its ``resumed`` line
+    while keeping the line number and time of its start, where its arguments are.
+    ``stats`` is complete once ``records()`` is exhausted or closed.
+    """
+
+    def __init__(self) -> None:
+        self._lines = self._calls = self._unparsed = 0
+        self._pending: dict[int, _Pending] = {}
+        self._carry: tuple[str, int] | None = None
+        self._fast: dict[str, _Fast] = {}
+        self._tids: dict[str, int] = {}
+        self._results: dict[str, str] = {}
+        self._dests: dict[str, _Dests | None] = {}
+        self._addresses: dict[str, Endpoint] = {}
+
+    @property
+    def stats(self) -> TraceStats:
+        """Lines read, NetCalls yielded and how many of those could not be understood."""
+        return TraceStats(lines=self._lines, calls=self._calls, unparsed=self._unparsed)
+
+    def records(self, lines: Iterable[str]) -> Iterator[Record]:
+        """Yields in log order; at the end, calls still pending come out with result ``?``.
+
+        Never raises for what a line holds: a line it cannot read is skipped, or kept as an
+        unparsed NetCall if it names a sending call.
+        """
+        n, fast_calls = self._lines, 0
+        fast, tids, results, new = self._fast, self._tids, self._results, tuple.__new__
+        try:
+            for line in lines:
+                n += 1
+                call = None
+                if self._carry is None:
+                    try:  # the fast path: "PID EPOCH name(args) = result", already decoded
+                        pid, ts, body = line.split(None, 2)
+                        key, _, tail = body.rpartition(" = ")
+                        hit = fast.get(key) or self._learn(key)
+                        tid = tids.get(pid) or self._tid(pid)
+                        if hit is not None and tid is not None and ts[-7] == ".":
+                            syscall, fd, dest, sock = hit
+                            if dest is None:
+                                continue  # nothing to tell, like a send to the connected peer
+                            result = results.get(tail) or self._result(tail)
+                            # tuple.__new__ skips NamedTuple's Python-level __new__: 3x cheaper.
+                            call = new(
+                                NetCall, (syscall, tid, float(ts), fd, dest, result, sock, n, "")
+                            )
+                    except Exception:
+                        call = None
+                if call is not None:
+                    fast_calls += 1
+                    yield call
+                else:
+                    yield from self._slow(line, n)
+            yield from self._finish()
+        finally:
+            self._lines = n
+            self._calls += fast_calls
+
+    def _tally(self, records: list[Record]) -> list[Record]:
+        """Counts the slow path's calls; the fast path counts its own, more cheaply."""
+        for record in records:
+            if isinstance(record, NetCall):
+                self._calls += 1
+                self._unparsed += record.dest is None
+        return records
+
+    def _learn(self, key: str) -> _Fast | None:
+        """Reads a complete call for the fast path: one that sends to at most one destination,
+        or one that tells nothing (a syscall the audit does not watch)."""
+        name, _, rest = key.partition("(")
+        rest = rest.rstrip()
+        if not rest.endswith(")"):
+            return None
+        if name not in _NET:
+            unwatched = name not in _WATCHED and name.isascii() and name.isidentifier()
+            return _NOTHING if unwatched and name == name.lower() else None
+        decoded = self._decode(name, rest[:-1])
+        if decoded is None or len(decoded[3]) > 1:
+            return None
+        dest = decoded[3][0] if decoded[3] else None
+        return _remember(self._fast, key, (decoded[0], decoded[1], dest, decoded[2]))
+
+    def _tid(self, text: str) -> int | None:
+        return _remember(self._tids, text, int(text)) if text.isascii() and text.isdigit() else None
+
+    def _result(self, tail: str) -> str:
+        """The errno name for a failure, else the returned value; a -T duration is dropped."""
+        core = tail.rstrip()
+        if core.endswith(">") and " <" in core:
+            core = core[: core.rindex(" <")]
+        result = self._results.get(core) or _remember(self._results, core, _result_of(core))
+        return result if core == tail else _remember(self._results, tail, result)
+
+    def _slow(self, line: str, n: int) -> list[Record]:
+        try:
+            return self._tally(self._line(line, n))
+        except Exception:  # a form never seen: keep any sending call it names
+            return self._tally(_garbage(line if isinstance(line, str) else repr(line), 0, None, n))
+
+    def _line(self, line: str, n: int) -> list[Record]:
+        text = line.rstrip("\r\n")
+        if self._carry is not None:
+            head, n = self._carry
+            self._carry = None
+            text = head + text
+        splice = _SPLICE.search(text) if "strace: " in text else None
+        if splice is not None and splice.start() > 0:
+            # On stderr, strace's "Process N attached" can cut another line in two.
+            self._carry = (text[: splice.start()], n)
+            return []
+        prefix = _PREFIX.match(text)
+        assert prefix is not None  # every part of the prefix is optional
+        tid = int(prefix.group(1) or prefix.group(2) or 0)
+        time = float(prefix.group(3)) if prefix.group(3) else None
+        rest = text[prefix.end() :]
+        key, _, tail = rest.rpartition(" = ")
+        hit = self._fast.get(key) or self._learn(key)
+        if hit is not None:  # a complete call, read as on the fast path
+            syscall, fd, dest, sock = hit
+            if dest is None:
+                return []
+            return [NetCall(syscall, tid, time, fd, dest, self._result(tail), sock, n)]
+        if rest.startswith("+++ "):
+            return self._flush(tid) if " superseded by " not in rest else []
+        if rest.startswith("--- "):
+            return []
+        resumed = _RESUMED.match(rest)
+        if resumed is not None:
+            return self._resumed(resumed.group(1), rest[resumed.end() :], tid, time, n, text)
+        call = _CALL.match(rest)
+        if call is None:
+            return _garbage(text, tid, time, n)
+        name, body = call.group(1), rest[call.end() :]
+        if body.endswith(_UNFINISHED):
+            records = self._flush(tid)
+            self._pending[tid] = _Pending(name, body[: -len(_UNFINISHED)], time, n, text)
+            return records
+        changed = _PID_CHANGED.search(body) if name in _EXEC else None
+        if changed is not None:  # an exec from a thread: it goes on as the leader's pid
+            leader = int(changed.group(1))
+            records = self._flush(leader) + _exec(name, body[: changed.start()], leader, time, n)
+            self._pending[leader] = _Pending(name, None, time, n, text)
+            return records
+        args, result = _split_result(body)
+        return self._complete(name, args, result, tid, time, n, text)
+
+    def _resumed(
+        self, name: str, body: str, tid: int, time: float | None, n: int, text: str
+    ) -> list[Record]:
+        start = self._pending.pop(tid, None)
+        if start is None or start.name != name:
+            records = [] if start is None else self._complete_pending(tid, start)
+            if name in _NET:  # its arguments were on a line we never saw
+                records += _garbage(text, tid, time, n, _NET[name])
+            return records
+        if start.args is None:
+            return []
+        if body.endswith(_UNFINISHED):
+            self._pending[tid] = start._replace(args=start.args + body[: -len(_UNFINISHED)])
+            return []
+        args, result = _split_result(body)
+        raw = f"{start.raw} {text}"
+        return self._complete(name, start.args + args, result, tid, start.time, start.line, raw)
+
+    def _flush(self, tid: int) -> list[Record]:
+        start = self._pending.pop(tid, None)
+        return [] if start is None else self._complete_pending(tid, start)
+
+    def _complete_pending(self, tid: int, start: _Pending) -> list[Record]:
+        """A call whose end never came (the task died, or the log stops): its result is ``?``."""
+        if start.args is None:
+            return []
+        return self._complete(start.name, start.args, "?", tid, start.time, start.line, start.raw)
+
+    def _finish(self) -> list[Record]:
+        """At the end of the log: a line cut in two by strace, then the calls still pending."""
+        records: list[Record] = []
+        if self._carry is not None:
+            head, n = self._carry
+            self._carry = None
+            records += self._slow(head, n)
+        pending = sorted(self._pending.items(), key=lambda item: item[1].line)
+        self._pending.clear()
+        for tid, start in pending:
+            try:
+                records += self._tally(self._complete_pending(tid, start))
+            except Exception:
+                records += self._tally(_garbage(start.raw, tid, start.time, start.line))
+        return records
+
+    def _complete(
+        self, name: str, args: str, result: str, tid: int, time: float | None, n: int, raw: str
+    ) -> list[Record]:
+        syscall = _NET.get(name)
+        if syscall is not None:
+            decoded = self._decode(name, args)
+            if decoded is None:
+                fd = _FD.match(args.strip())
+                shown = int(fd.group(1)) if fd is not None else None
+                return [NetCall(syscall, tid, time, shown, None, result, "", n, raw)]
+            _, fd_, sock, dests = decoded
+            return [NetCall(syscall, tid, time, fd_, d, result, sock, n) for d in dests]
+        ok = result == "?" or result[:1].isdigit()
+        if name in _SPAWN:
+            records: list[Record] = []
+            if ok and "CLONE_UNTRACED" in args:
+                records.append(Hazard(HazardKind.CLONE_UNTRACED, tid, time, n, raw))
+            if result.isdigit() and int(result) > 0:
+                records.append(Spawn(tid, int(result), "CLONE_THREAD" in args, time, n))
+            return records
+        if name in _EXEC and result == "0":
+            return _exec(name, args, tid, time, n)
+        if name == "io_uring_setup" and ok:
+            return [Hazard(HazardKind.IO_URING, tid, time, n, raw)]
+        return []
+
+    def _decode(self, name: str, args: str) -> _Decoded | None:
+        """The fd, socket type and destinations of a sending call, or None if unreadable."""
+        fd_text, comma, rest = args.partition(", ")
+        fd = _FD.fullmatch(fd_text.strip())
+        dests = self._after_fd(name, rest) if fd is not None and comma else None
+        if dests is None:  # perhaps an fd decoration that holds ", "
+            parts = _split(args)
+            fd = _FD.fullmatch(parts[0].strip()) if parts and len(parts) > 1 else None
+            dests = self._after_fd(name, args[len(parts[0]) + 2 :]) if parts and fd else None
+        if fd is None or dests is None:
+            return None
+        return _NET[name], int(fd.group(1)), (fd.group(2) or "").partition(":[")[0], dests
+
+    def _after_fd(self, name: str, rest: str) -> _Dests | None:
+        """Destinations are cached by the text after the fd, which repeats across sockets."""
+        kind = name
+        if name == "sendto":  # payloads vary, the rest repeats: decode the rest once
+            payload = _PAYLOAD.match(rest)
+            if payload is not None:
+                kind, rest = "sendto-rest", rest[payload.end() :]
+        key = f"{kind}({rest}"
+        if key not in self._dests:
+            _remember(self._dests, key, self._destinations(kind, rest))
+        return self._dests[key]
+
+    def _destinations(self, kind: str, rest: str) -> _Dests | None:
+        """Where the arguments after the fd send to; None if they cannot be read."""
+        parts = _split(rest)
+        if parts is None or len(parts) != _NARGS[kind]:
+            return None
+        try:
+            if kind == "connect":
+                dest = self._address(parts[0])
+                return () if dest and dest.family == AF_UNSPEC else (dest or _NULL,)
+            if kind.startswith("sendto"):
+                return self._named(parts[-2], parts[-1])
+            if kind == "sendmsg":
+                return self._message(parts[0])
+            return self._messages(parts[0])
+        except ValueError:
+            return None
+
+    def _named(self, name: str, length: str) -> _Dests:
+        """A send's own address: NULL, or a pointer with length 0, means the connected peer."""
+        dest = self._address(name)
+        if dest is None or (dest.family == INVALID and length.strip() == "0"):
+            return ()
+        return (dest,)
+
+    def _message(self, msghdr: str) -> _Dests:
+        if msghdr == "NULL" or _POINTER.fullmatch(msghdr):
+            return _named_pointer(msghdr)
+        fields = _fields(msghdr)
+        if "msg_name" not in fields:
+            raise ValueError("a message header without msg_name")
+        return self._named(fields["msg_name"], fields.get("msg_namelen", ""))
+
+    def _messages(self, vector: str) -> _Dests:
+        if vector == "NULL" or _POINTER.fullmatch(vector):
+            return _named_pointer(vector)
+        items = _split(vector[1:-1]) if vector.startswith("[") and vector.endswith("]") else None
+        if items is None:
+            raise ValueError("not a message vector")
+        dests: dict[Endpoint, None] = {}
+        for item in items:
+            if item not in ("", "..."):
+                fields = _fields(item)
+                if "msg_hdr" not in fields:
+                    raise ValueError("a message without msg_hdr")
+                dests.update(dict.fromkeys(self._message(fields["msg_hdr"])))
+        return tuple(dests)
+
+    def _address(self, text: str) -> Endpoint | None:
+        """A sockaddr as strace prints it; None for NULL."""
+        if text == "NULL":
+            return None
+        if _POINTER.fullmatch(text):
+            return Endpoint(INVALID, text)
+        if not (text.startswith("{") and text.endswith("}")):
+            raise ValueError(f"not an address: {text!r}")
+        inner = text[1:-1]
+        return self._addresses.get(inner) or _remember(self._addresses, inner, _sockaddr(inner))
+
+
+_NULL = Endpoint(INVALID, "NULL")
+_NOTHING: _Fast = (Syscall.CONNECT, 0, None, "")  # a complete line that yields no record
+
+
+def _remember(cache: dict[str, _T], key: str, value: _T) -> _T:
+    """Stores into a cache that is emptied when full: the memory stays bounded."""
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def _named_pointer(text: str) -> _Dests:
+    """A message header given as NULL sends nowhere new; a bad pointer is an attempt."""
+    return () if text == "NULL" else (Endpoint(INVALID, text),)
+
+
+def parse(lines: Iterable[str]) -> Iterator[Record]:
+    """Parses a whole log with a fresh Parser."""
+    return Parser().records(lines)
+
+
+def _sockaddr(inner: str) -> Endpoint:
+    """Reads the inside of a sockaddr's braces; a form it does not know is kept as printed."""
+    m = _SA_INET.fullmatch(inner)
+    ip4 = _ip(ipaddress.IPv4Address, m.group(2)) if m else None
+    if m and ip4 is not None:
+        return Endpoint(AF_INET, str(ip4), int(m.group(1)))
+    m = _SA_INET6.fullmatch(inner)
+    ip6 = _ip(ipaddress.IPv6Address, m.group(2)) if m else None
+    if m and ip6 is not None and ip6.ipv4_mapped is not None:
+        return Endpoint(AF_INET, str(ip6.ipv4_mapped), int(m.group(1)))
+    if m and ip6 is not None:
+        scope = _unescape(m.group(3)) if m.group(3) is not None else m.group(4) or ""
+        return Endpoint(AF_INET6, str(ip6), int(m.group(1)), "" if scope == "0" else scope)
+    m = _SA_UNIX.fullmatch(inner)
+    if m is not None:
+        path = m.group(1) + _unescape(m.group(2)) if m.group(2) is not None else ""
+        return Endpoint(AF_UNIX, path)
+    m = _SA_NETLINK.fullmatch(inner)
+    if m is not None:
+        return Endpoint(AF_NETLINK, f"pid={m.group(1)}")
+    m = _SA_FAMILY.match(inner)
+    if m is None:
+        raise ValueError(f"not a sockaddr: {inner!r}")
+    return Endpoint(m.group(1), inner)
+
+
+def _ip(kind: type[_IP], text: str) -> _IP | None:
+    """The canonical address, or None where strace printed something else."""
+    try:
+        return kind(_unescape(text))
+    except ValueError:
+        return None
+
+
+def _exec(name: str, args: str, tid: int, time: float | None, n: int) -> list[Record]:
+    parts = _split(args) or []
+    if name == "execveat":
+        parts = parts[1:]
+    path = _string(parts[0]) if parts else ""
+    argv: list[str] = []
+    if len(parts) > 1 and parts[1].startswith("[") and parts[1].endswith("]"):
+        argv = [_string(item) for item in _split(parts[1][1:-1]) or () if item.startswith('"')]
+    return [Exec(tid, path, tuple(argv), time, n)]
+
+
+def _string(text: str) -> str:
+    """A quoted strace string, decoded; a cut one (``"abc"...``) keeps what is shown."""
+    if text.endswith('"...'):
+        text = text[:-3]
+    if len(text) >= 2 and text.startswith('"') and text.endswith('"'):
+        return _unescape(text[1:-1])
+    return text
+
+
+def _unescape(text: str) -> str:
+    r"""Undoes strace's escapes (``\"``, ``\n``, ``\303``, ``\xNN``); bad UTF-8 stays visible."""
+    if "\\" not in text:
+        return text
+    raw = _ESCAPE.sub(_unescape_one, text.encode("utf-8", "surrogateescape"))
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _unescape_one(m: re.Match[bytes]) -> bytes:
+    code = m.group(1)
+    if code[:1] == b"x" and len(code) == 3:
+        return bytes([int(code[1:], 16)])
+    if code[:1].isdigit() and code[:1] not in b"89":
+        return bytes([int(code, 8) & 0xFF])
+    return _SIMPLE_ESCAPES.get(code, code)
+
+
+def _split(text: str) -> list[str] | None:
+    """Splits at top-level ``, ``, strings being opaque; None when the brackets do not match."""
+    pieces: list[str] = []
+    stack: list[str] = []
+    start = 0
+    for m in _TOKEN.finditer(text):
+        token = m.group()
+        if token == ", ":
+            if not stack:
+                pieces.append(text[start : m.start()])
+                start = m.end()
+        elif token in _CLOSER:
+            stack.append(_CLOSER[token])
+        elif token == '"' or (len(token) == 1 and (not stack or stack.pop() != token)):
+            return None  # a string the line cut short, or a bracket that does not match
+    if stack:
+        return None
+    pieces.append(text[start:])
+    return pieces
+
+
+def _fields(struct: str) -> dict[str, str]:
+    """The fields of ``{name=value, ...}`` by name."""
+    parts = _split(struct[1:-1]) if struct.startswith("{") and struct.endswith("}") else None
+    if parts is None:
+        raise ValueError("not a structure")
+    return dict(part.split("=", 1) for part in parts if "=" in part)
+
+
+def _split_result(body: str) -> tuple[str, str]:
+    """The arguments and the result of ``args) = result``; a line cut short has result ``?``."""
+    eq = body.rfind(" = ")
+    if eq >= 0:
+        head = body[:eq].rstrip()
+        if head.endswith(")"):
+            return head[:-1], _result_of(body[eq + 3 :])
+    return (body[:-1] if body.endswith(")") else body), "?"
+
+
+def _result_of(tail: str) -> str:
+    words = tail.split()
+    if words and words[-1].startswith("<") and words[-1].endswith(">"):  # -T duration
+        words.pop()
+    if not words:
+        return "?"
+    if words[0] in ("-1", "?") and len(words) > 1 and _ERRNO.fullmatch(words[1]):
+        return words[1]
+    return words[0]
+
+
+def _garbage(
+    text: str, tid: int, time: float | None, n: int, syscall: Syscall | None = None
+) -> list[Record]:
+    """A line of no known form: if it names a sending call, that call is kept, unparsed."""
+    if syscall is None:
+        token = _NET_TOKEN.search(text)
+        if token is None:
+            return []
+        syscall = _NET[token.group(1)]
+    eq = text.rfind(" = ")
+    result = _result_of(text[eq + 3 :]) if eq >= 0 else "?"
+    return [NetCall(syscall, tid, time, None, None, result, "", n, text)]

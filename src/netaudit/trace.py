@@ -1,0 +1,458 @@
+"""Capture: run a command under strace, with the log in a private directory.
+
+This is the only module that runs strace. Decisions, and why:
+
+* **strace's messages vs the command's stderr.** strace prints its diagnostics on its stderr,
+  which the command inherits, so strace alone cannot keep the two apart. strace's stderr is a
+  file in the private directory; the caller's stderr goes down as one extra descriptor, and a
+  small Python shim (``sys.executable -I -S``, ~10 ms), the first program strace runs, moves it
+  back to fd 2, closes the extra one and execs the command in the same pid. The command gets the
+  caller's own stderr (a terminal stays a terminal) and only fds 0-2. The log shows the shim's
+  execve first (its argv[4] starts with ``SHIM_TAG``), then the command's. Not /bin/sh: dash
+  drops environment entries whose names are not identifiers and rewrites PWD. The shim undoes
+  what Python changes (C-locale coercion of LC_CTYPE; SIGPIPE and SIGXFSZ ignored). Any strace
+  message but a seccomp notice fails the run: fail closed.
+* **Signals.** strace runs in a new session. SIGINT, SIGTERM, SIGHUP and SIGQUIT that reach this
+  process during ``run()`` are forwarded to that process group (strace blocks them with ``-o``);
+  after ``kill_grace`` seconds, or at a second signal, the traced tree and strace are SIGKILLed
+  by pid. ``run()`` then returns 128+N (130 for Ctrl-C) rather than raising, so the caller can
+  still judge the partial log and exit 130; ``interrupted`` holds N. Signals ignored on entry
+  (nohup) stay ignored. The command has no controlling terminal (it cannot open /dev/tty).
+* **Daemons.** strace ``-f`` waits for every traced process. Once the initial process (the pid on
+  the log's first line) has exited, the rest get ``leftover_grace`` seconds, then SIGTERM and,
+  ``kill_grace`` seconds later, SIGKILL; ``leftover_pids`` lists them for the report.
+* **Status.** The command's exit status, or 128+N when signal N killed it (strace kills itself
+  with N once the whole tree is gone). strace dead by a signal while its tree still lived means
+  someone killed it: ``TraceError``. A command that cannot be found or run is a ``CommandError``
+  before anything runs (exit 127 or 126, as a shell would say).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Callable, NamedTuple, Optional, Union
+
+from .errors import CommandError, TraceError, TracerUnavailable
+
+TRACED_SYSCALLS: tuple[str, ...] = (
+    "connect", "sendto", "sendmsg", "sendmmsg", "execve", "execveat",
+    "clone", "clone3", "fork", "vfork", "io_uring_setup", "set_robust_list",
+)  # fmt: skip
+
+#: The first line of the shim's script, so the shim's execve can be recognised in a log.
+SHIM_TAG = "#netaudit-shim"
+_SHIM = SHIM_TAG + """
+import os, signal, sys
+fd, lc, cmd = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+os.dup2(fd, 2); os.close(fd)
+signal.signal(signal.SIGPIPE, signal.SIG_DFL); signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+os.environ.pop("LC_CTYPE", None) if lc == "-" else os.environ.update(LC_CTYPE=lc[1:])
+try: os.execvp(cmd[0], cmd)
+except OSError as e:
+    sys.stderr.write(f"netaudit: cannot run {cmd[0]}: {e.strerror}\\n")
+    os._exit(127 if isinstance(e, FileNotFoundError) else 126)
+"""  # fmt: skip
+_INSTALL = "install strace (apt-get install strace, dnf install strace, apk add strace, ...)"
+_SLOWER = "falling back to plain ptrace: traced programs run slower (3-50x when syscall-heavy)"
+_PROBE_TIMEOUT = 30.0
+_POLL = 0.05
+_FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+_NOTICE = re.compile(r"seccomp filter is requested but|seccomp-bpf .*(disabling|not enabled)", re.I)
+_DENIED = re.compile(r"Operation not permitted|PTRACE_TRACEME")
+_Handler = Union[Callable[[int, Optional[FrameType]], object], int, signal.Handlers, None]
+
+
+@dataclass(frozen=True)
+class Tracer:
+    """A strace that the pre-flight saw trace a command here."""
+
+    path: str
+    version: str
+    seccomp_bpf: bool
+    warnings: tuple[str, ...] = ()
+
+
+def find_tracer(strace: str | None = None) -> Tracer:
+    """Pre-flight, once per run: never hand out a strace that cannot trace here."""
+    if not sys.platform.startswith("linux"):
+        raise TracerUnavailable(f"netaudit needs Linux (strace and ptrace); this is {sys.platform}")
+    path = _locate(strace)
+    version = _version(path)
+    seccomp = tuple(int(n) for n in version.split(".")) >= (5, 3)
+    warning = "" if seccomp else f"strace {version} has no --seccomp-bpf (5.3+); {_SLOWER}"
+    if seccomp:
+        rc, err = _probe(Tracer(path, version, True))
+        if (_NOTICE.search(err) or "--seccomp-bpf" in err) and not _DENIED.search(err):
+            seccomp = False
+            warning = f"strace {version}: seccomp-bpf is unavailable here; {_SLOWER}"
+        elif rc != 0 or err.strip():
+            raise _unavailable(path, rc, err)
+    if not seccomp:
+        rc, err = _probe(Tracer(path, version, False))
+        if rc != 0 or err.strip():
+            raise _unavailable(path, rc, err)
+    return Tracer(path, version, seccomp, (warning,) if warning else ())
+
+
+def _locate(strace: str | None) -> str:
+    if strace is None:
+        found = shutil.which("strace")
+        if found is None:
+            raise TracerUnavailable(f"strace was not found on PATH; {_INSTALL}")
+    else:
+        found = strace if os.sep in strace else shutil.which(strace)
+        if found is None or not os.path.isfile(found) or not os.access(found, os.X_OK):
+            raise TracerUnavailable(f"strace not found at {strace}; {_INSTALL}, or give its path")
+    return os.path.abspath(found)
+
+
+def _version(path: str) -> str:
+    try:
+        out = subprocess.run([path, "-V"], capture_output=True, timeout=_PROBE_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise TracerUnavailable(f"cannot run {path} -V: {exc}") from exc
+    match = re.search(rb"strace -- version (\d+(?:\.\d+)*)", out.stdout)
+    if match is None:
+        said = (out.stdout + out.stderr).decode(errors="replace").strip()[:200]
+        raise TracerUnavailable(f"{path} does not look like strace ({path} -V said: {said!r})")
+    return match.group(1).decode()
+
+
+def _probe(tracer: Tracer) -> tuple[int, str]:
+    """Trace a trivial command (strace -V itself) with the flags and syscalls of a real run."""
+    argv = strace_argv(tracer, os.devnull, [tracer.path, "-V"])
+    null = subprocess.DEVNULL
+    try:
+        done = subprocess.run(
+            argv, stdin=null, stdout=null, stderr=subprocess.PIPE, timeout=_PROBE_TIMEOUT
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise TracerUnavailable(f"strace could not trace a trial command: {exc}") from exc
+    return done.returncode, done.stderr.decode(errors="replace")
+
+
+def _unavailable(path: str, rc: int, err: str) -> TracerUnavailable:
+    lines = [line.split(": ", 1)[-1] for line in err.splitlines() if line.strip()]
+    said = f"strace said: {lines[-1]}" if lines else f"exit {rc}, no message"
+    if _DENIED.search(err):
+        tracer = _tracer_pid(os.getpid())
+        if tracer:
+            return TracerUnavailable(
+                f"netaudit is itself being traced (by pid {tracer}), and a process can have only "
+                f"one tracer: run netaudit outside strace, gdb or another netaudit ({said})"
+            )
+        return TracerUnavailable(
+            f"ptrace is not permitted here ({said}). In a container, allow it (docker run "
+            "--cap-add SYS_PTRACE, and a seccomp profile that allows ptrace); on a host, check "
+            "kernel.yama.ptrace_scope (3 forbids ptrace)"
+        )
+    if "invalid system call" in err:
+        return TracerUnavailable(f"{path} is too old for netaudit; upgrade strace ({said})")
+    return TracerUnavailable(f"{path} failed a trial run ({said})")
+
+
+def strace_argv(
+    tracer: Tracer,
+    log_path: str,
+    command: Sequence[str],
+    syscalls: Sequence[str] = TRACED_SYSCALLS,
+) -> list[str]:
+    """The strace command line; ``log_path`` must be absolute (``|cmd`` would be a pipe)."""
+    if not os.path.isabs(log_path):
+        raise ValueError(f"log path must be absolute: {log_path!r}")
+    if not command:
+        raise ValueError("no command to trace")
+    if not syscalls or not all(re.fullmatch(r"[a-z0-9_]+", name) for name in syscalls):
+        raise ValueError(f"syscalls must be plain syscall names: {list(syscalls)}")
+    argv = [tracer.path, "-f"] + (["--seccomp-bpf"] if tracer.seccomp_bpf else [])
+    argv += ["-qq", "-e", "signal=none", "-ttt", "-o", log_path]
+    return [*argv, "-e", "trace=" + ",".join(syscalls), "--", *command]
+
+
+class TracedRun:
+    """Owns a private temp dir (mode 0700) with the log in it; removes it on every exit path."""
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        prefix: str = "netaudit-",
+        *,
+        leftover_grace: float = 2.0,
+        kill_grace: float = 5.0,
+    ) -> None:
+        self.tracer = tracer
+        self.prefix = prefix
+        self.leftover_grace = leftover_grace
+        self.kill_grace = kill_grace
+        #: Processes still running after the initial one exited, which were ended.
+        self.leftover_pids: tuple[int, ...] = ()
+        #: The signal that interrupted the run, if one did.
+        self.interrupted: int | None = None
+        #: strace's non-fatal notices (seccomp-bpf unavailable: the run was slower).
+        self.warnings: tuple[str, ...] = ()
+        self.strace_pid: int | None = None
+        self.initial_pid: int | None = None
+        self._initial_start: int | None = None
+        self._dir: str | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._signals: list[int] = []
+        self._pending: list[int] = []
+
+    def __enter__(self) -> TracedRun:
+        self._dir = tempfile.mkdtemp(prefix=self.prefix)
+        os.chmod(self._dir, 0o700)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._stop()
+        finally:
+            if self._dir is not None:
+                shutil.rmtree(self._dir, ignore_errors=True)
+                self._dir = None
+
+    @property
+    def log_path(self) -> str:
+        if self._dir is None:
+            raise RuntimeError("TracedRun.log_path is only valid inside its with-block")
+        return os.path.join(self._dir, "trace.log")
+
+    def run(
+        self,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> int:
+        """Runs the command under strace; returns its status (128+N when signal N killed it)."""
+        log_path = self.log_path
+        if self._proc is not None:
+            raise RuntimeError("a TracedRun runs one command")
+        if not command:
+            raise ValueError("no command to run")
+        environ = os.environ if env is None else env
+        _check_command(command[0], environ, cwd)
+        lc = "=" + environ["LC_CTYPE"] if "LC_CTYPE" in environ else "-"
+        err_path = os.path.join(os.path.dirname(log_path), "strace.err")
+        try:
+            user_err = os.dup(2)
+        except OSError:  # no stderr: the command gets /dev/null rather than our log file
+            user_err = os.open(os.devnull, os.O_WRONLY)
+        shim = [sys.executable, "-I", "-S", "-c", _SHIM, str(user_err), lc, *command]
+        previous = self._install_handlers()
+        try:
+            with open(err_path, "wb") as err:
+                self._proc = subprocess.Popen(
+                    strace_argv(self.tracer, log_path, shim),
+                    stderr=err,
+                    pass_fds=(user_err,),
+                    env=env,
+                    cwd=cwd,
+                    start_new_session=True,
+                )
+            self.strace_pid = self._proc.pid
+            while self._pending:  # signals that came before there was a group to send them to
+                _kill(self._proc.pid, self._pending.pop(0), group=True)
+            rc, hung = self._supervise(self._proc)
+        except BaseException as exc:
+            self._stop()
+            if isinstance(exc, OSError) and self.strace_pid is None:
+                raise TraceError(f"cannot start {self.tracer.path}: {exc}") from exc
+            raise
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            os.close(user_err)
+        return self._status(rc, hung, err_path)
+
+    def _status(self, rc: int, hung: bool, err_path: str) -> int:
+        if self._signals:
+            self.interrupted = self._signals[0]
+            self._signal_tree(signal.SIGKILL)  # in case strace died before its tree
+            return 128 + self._signals[0]
+        if hung:
+            raise TraceError("strace did not exit after its processes were ended: audit incomplete")
+        if rc < 0:
+            self._initial_alive()  # strace mimics a killed command only once its tree is gone
+            if self._signal_tree(signal.SIGKILL) or self.initial_pid is None:
+                raise TraceError(f"strace was killed ({_signame(-rc)}): the audit is incomplete")
+        with open(err_path, encoding="utf-8", errors="replace") as err:
+            lines = [line.strip() for line in err if line.strip()]
+        self.warnings = tuple(line for line in lines if _NOTICE.search(line))
+        fatal = [line for line in lines if not _NOTICE.search(line)]
+        if fatal:
+            raise TraceError("strace failed, the audit is incomplete: " + "; ".join(fatal[:5]))
+        return 128 - rc if rc < 0 else rc
+
+    def _supervise(self, proc: subprocess.Popen[bytes]) -> tuple[int, bool]:
+        """Wait for strace; end the tree on interruption, and leftovers once the command exited.
+
+        Returns strace's status and whether it had to be killed after the leftovers.
+        """
+        kill_at: float | None = None
+        gone_since: float | None = None
+        term_at: float | None = None
+        hung = False
+        while True:
+            try:
+                return proc.wait(timeout=_POLL), hung
+            except subprocess.TimeoutExpired:
+                now = time.monotonic()
+            if self._signals:
+                kill_at = now + self.kill_grace if kill_at is None else kill_at
+                if len(self._signals) > 1 or now >= kill_at:
+                    self._signal_tree(signal.SIGKILL, with_strace=True)
+            elif self._initial_alive():
+                gone_since = None
+            elif gone_since is None:
+                gone_since = now
+            elif term_at is None:
+                if now - gone_since >= self.leftover_grace:
+                    self._end_leftovers(signal.SIGTERM)
+                    term_at = now + self.kill_grace
+            elif now >= term_at + self.kill_grace:
+                hung = True
+                proc.kill()
+            elif now >= term_at:
+                self._end_leftovers(signal.SIGKILL)
+
+    def _end_leftovers(self, sig: int) -> None:
+        pids = self._signal_tree(sig)
+        self.leftover_pids = tuple(sorted(set(self.leftover_pids) | set(pids)))
+
+    def _initial_alive(self) -> bool:
+        """Whether the command's first process still runs (True until it has shown up)."""
+        if self.initial_pid is None:
+            self.initial_pid = _first_pid(self.log_path)
+            if self.initial_pid is None:
+                return True
+            stat = _stat(self.initial_pid)
+            self._initial_start = stat.start if stat is not None else None
+        stat = _stat(self.initial_pid)
+        return stat is not None and stat.state not in "ZX" and stat.start == self._initial_start
+
+    def _signal_tree(self, sig: int, *, with_strace: bool = False) -> list[int]:
+        """Signal, by pid, every process of the traced tree (and strace last, if asked)."""
+        if self._proc is None:
+            return []
+        seeds = [self.initial_pid] if self.initial_pid and self._initial_alive() else []
+        pids = _tree(self._proc.pid, seeds)
+        for pid in pids:
+            _kill(pid, sig)
+        if with_strace:
+            self._proc.send_signal(sig)
+        return pids
+
+    def _stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._signal_tree(signal.SIGKILL, with_strace=True)
+            self._proc.wait()
+
+    def _install_handlers(self) -> dict[int, _Handler]:
+        previous: dict[int, _Handler] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return previous
+        for signum in (getattr(signal, name) for name in _FORWARDED if hasattr(signal, name)):
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                old = signal.signal(signum, self._on_signal)
+                previous[signum] = signal.SIG_DFL if old is None else old
+        return previous
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals.append(signum)
+        if self._proc is None:
+            self._pending.append(signum)
+        else:
+            _kill(self._proc.pid, signum, group=True)
+
+
+class _Stat(NamedTuple):
+    state: str
+    ppid: int
+    pgrp: int
+    start: int
+
+
+def _stat(pid: int) -> _Stat | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2 :].split()
+    return _Stat(fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[19]))
+
+
+def _tracer_pid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            return next((int(ln.split()[1]) for ln in f if ln.startswith(b"TracerPid:")), 0)
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _tree(root: int, seeds: Iterable[int] = ()) -> list[int]:
+    """Live processes traced by ``root`` or in its group, the given ones, and their descendants.
+
+    Zombies are left out: they are only waiting for init to reap them.
+    """
+    stats = {int(name): _stat(int(name)) for name in os.listdir("/proc") if name.isdigit()}
+    members = {pid for pid in seeds if stats.get(pid) is not None}
+    children: dict[int, list[int]] = {}
+    for pid, st in stats.items():
+        if st is not None and st.state not in "ZX":
+            children.setdefault(st.ppid, []).append(pid)
+            if st.pgrp == root or _tracer_pid(pid) == root:
+                members.add(pid)
+    todo = [root, *members]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in members:
+                members.add(child)
+                todo.append(child)
+    return sorted(members - {root, os.getpid()})
+
+
+def _first_pid(log_path: str) -> int | None:
+    try:
+        with open(log_path, "rb") as f:
+            match = re.match(rb"(\d+)\s", f.read(32))
+    except OSError:
+        return None
+    return int(match.group(1)) if match else None
+
+
+def _check_command(name: str, environ: Mapping[str, str], cwd: str | None) -> None:
+    """Refuse a command that cannot be run, rather than pretend it ran."""
+    if os.sep in name:
+        path = os.path.join(cwd or os.getcwd(), name)
+        if not os.path.exists(path):
+            raise CommandError(f"command not found: {name}")
+        if os.path.isdir(path) or not os.access(path, os.X_OK):
+            raise CommandError(f"command is not executable: {name}", exit_code=126)
+    elif shutil.which(name, path=environ.get("PATH", os.defpath)) is None:
+        raise CommandError(f"command not found: {name}")
+
+
+def _signame(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _kill(pid: int, sig: int, *, group: bool = False) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        (os.killpg if group else os.kill)(pid, sig)

@@ -1,0 +1,44 @@
+"""Shared fixtures: a private network namespace, and the real strace.
+
+Both skip where the machine cannot provide them, except under ``CI=true``, where a skip would
+hide a gap in coverage: there they fail.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import pytest
+
+from netaudit.errors import TracerUnavailable
+from netaudit.trace import Tracer, find_tracer
+from tests import netns as netns_helper
+
+
+def _missing(what: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} (CI=true: not skipping)", pytrace=False)
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="session")
+def netns() -> Callable[[Sequence[str]], list[str]]:
+    """``netns(argv)`` -> argv prefixed to run in a private network namespace (only ``lo``).
+
+    Wrap the whole traced command (strace or ``netaudit run`` included), never just the tracee.
+    """
+    reason = netns_helper.unavailable_reason()
+    if reason:
+        _missing(f"no private network namespace here: {reason}")
+    return netns_helper.isolated
+
+
+@pytest.fixture(scope="session")
+def tracer() -> Tracer:
+    """The real strace, after the pre-flight of a real run."""
+    try:
+        return find_tracer()
+    except TracerUnavailable as exc:
+        _missing(f"strace cannot trace here: {exc}")
+        raise
