@@ -36,16 +36,21 @@ class Lineage:
 
     def attribute(self, records: Iterable[Record]) -> Iterator[Attributed]:
         """Yields an event per network call and a finding per hazard, in stream order."""
+        pid_of, process, held, new = self._pid_of, self._process, self._held, tuple.__new__
         for record in records:
             self._seq += 1
+            if type(record) is NetCall and record.tid in pid_of and not held:
+                # The common case, inline; tuple.__new__ skips NamedTuple's slower __new__.
+                yield new(NetEvent, (record, process[pid_of[record.tid]], "", False))
+                continue
             yield from self._take(record)
-            if self._held:
-                oldest = next(iter(self._held))
-                if self._seq - self._held[oldest][0] > self._hold_window:
+            if held:
+                oldest = next(iter(held))
+                if self._seq - held[oldest][0] > self._hold_window:
                     self._adopt_orphan(oldest)
                     yield from self._release(oldest)
-        while self._held:
-            oldest = next(iter(self._held))
+        while held:
+            oldest = next(iter(held))
             self._adopt_orphan(oldest)
             yield from self._release(oldest)
 

@@ -7,14 +7,14 @@ as a stream, and only per-destination tallies are kept in memory.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Union
 
 from .allowlist import Allowlist
 from .attribute import Attributed, Lineage
 from .errors import TraceError
-from .model import AuditResult, Destination, Endpoint, Finding, Verdict
+from .model import AuditResult, Destination, Endpoint, Finding, Process, Syscall, Verdict
 from .parse import Parser
 
 _Key = tuple[str, Union[Endpoint, str], bool]
@@ -23,14 +23,15 @@ _Key = tuple[str, Union[Endpoint, str], bool]
 class _Tally:
     """A destination while the stream is still being read."""
 
-    __slots__ = ("count", "first_time", "pids", "programs", "results", "socks", "syscalls")
+    __slots__ = ("count", "first_time", "last", "pids", "programs", "results", "socks", "syscalls")
 
     def __init__(self, first_time: float | None) -> None:
         self.count = 0
+        self.last: Process | None = None
         self.first_time = first_time
         self.pids: set[int] = set()
         self.programs: set[str] = set()
-        self.syscalls: set[str] = set()
+        self.syscalls: set[Syscall] = set()
         self.socks: set[str] = set()
         self.results: dict[str, int] = {}
 
@@ -44,9 +45,9 @@ def audit(items: Iterable[Attributed], allowlist: Allowlist) -> AuditResult:
         if isinstance(item, Finding):
             findings.setdefault(item)
             continue
-        call = item.call
+        call, process, test, after_test = item
         dest = call.dest
-        key: _Key = (item.test, call.raw if dest is None else dest, item.after_test)
+        key: _Key = (test, call.raw if dest is None else dest, after_test)
         tally = tallies.get(key)
         if tally is None:
             tally = tallies[key] = _Tally(call.time)
@@ -54,12 +55,15 @@ def audit(items: Iterable[Attributed], allowlist: Allowlist) -> AuditResult:
                 rule = allowlist.match(dest)
                 verdicts[dest] = Verdict(None if rule is None else rule.name)
         tally.count += 1
-        tally.pids.add(item.process.pid)
-        tally.programs.add(item.process.program)
-        tally.syscalls.add(call.syscall.value)
+        if tally.last is not process:  # a process's calls tend to come in runs
+            tally.last = process
+            tally.pids.add(process.pid)
+            tally.programs.add(process.program)
+        tally.syscalls.add(call.syscall)
         if call.sock:
             tally.socks.add(call.sock)
-        tally.results[call.result] = tally.results.get(call.result, 0) + 1
+        results = tally.results
+        results[call.result] = results.get(call.result, 0) + 1
     destinations = tuple(
         _destination(key, tally, verdicts[None if isinstance(key[1], str) else key[1]])
         for key, tally in tallies.items()
@@ -77,7 +81,7 @@ def _destination(key: _Key, tally: _Tally, verdict: Verdict) -> Destination:
         count=tally.count,
         pids=tuple(sorted(tally.pids)),
         programs=tuple(sorted(tally.programs)),
-        syscalls=tuple(sorted(tally.syscalls)),
+        syscalls=tuple(sorted(s.value for s in tally.syscalls)),
         results=tuple(sorted(tally.results.items())),
         socks=tuple(sorted(tally.socks)),
         after_test=after_test,
@@ -92,15 +96,14 @@ def audit_lines(lines: Iterable[str], allowlist: Allowlist) -> AuditResult:
     return replace(result, stats=parser.stats)
 
 
-def read_log(path: str | os.PathLike[str]) -> Iterator[str]:
-    """Streams a log's lines; bytes that are not UTF-8 survive as escapes, never as errors."""
+def audit_log(path: str | os.PathLike[str], allowlist: Allowlist) -> AuditResult:
+    """Judges a strace log file, read once as a stream.
+
+    Bytes that are not UTF-8 survive as escapes, never as errors; a log that cannot be read
+    (missing, unreadable, an I/O error midway) is a TraceError: the audit is incomplete.
+    """
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as log:
-            yield from log
+            return audit_lines(log, allowlist)
     except OSError as err:
         raise TraceError(f"cannot read the strace log {os.fspath(path)}: {err.strerror}") from err
-
-
-def audit_log(path: str | os.PathLike[str], allowlist: Allowlist) -> AuditResult:
-    """Judges a strace log file."""
-    return audit_lines(read_log(path), allowlist)

@@ -7,7 +7,7 @@ trace -> parse (records) -> attribute (NetEvent) -> audit (Destination, AuditRes
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Union
 
 #: Families the allowlist can name; the parser keeps any other family strace prints, as printed.
@@ -41,6 +41,16 @@ class Endpoint:
     address: str = ""
     port: int | None = None
     scope_id: str = ""
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "_hash", hash((self.family, self.address, self.port, self.scope_id))
+        )
+
+    def __hash__(self) -> int:
+        # Computed once: every event is folded by its endpoint, a million times a log.
+        return self._hash
 
     def __str__(self) -> str:
         if self.family == AF_INET6:

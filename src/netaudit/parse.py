@@ -42,7 +42,7 @@ _NARGS = {"connect": 2, "sendto": 5, "sendto-rest": 4, "sendmsg": 2, "sendmmsg":
 _SPAWN = frozenset({"clone", "clone3", "fork", "vfork"})
 _EXEC = frozenset({"execve", "execveat"})
 _WATCHED = frozenset(_NET) | _SPAWN | _EXEC | {"io_uring_setup"}
-_CACHE_MAX = 4096
+_CACHE_MAX = 32768
 _UNFINISHED = " <unfinished ...>"
 
 _PREFIX = re.compile(
@@ -107,6 +107,7 @@ class Parser:
         self._pending: dict[int, _Pending] = {}
         self._carry: tuple[str, int] | None = None
         self._fast: dict[str, _Fast] = {}
+        self._whole: dict[str, tuple[Syscall, int, Endpoint | None, str, str]] = {}
         self._tids: dict[str, int] = {}
         self._results: dict[str, str] = {}
         self._dests: dict[str, _Dests | None] = {}
@@ -125,6 +126,7 @@ class Parser:
         """
         n, fast_calls = self._lines, 0
         fast, tids, results, new = self._fast, self._tids, self._results, tuple.__new__
+        whole = self._whole
         try:
             for line in lines:
                 n += 1
@@ -132,14 +134,19 @@ class Parser:
                 if self._carry is None:
                     try:  # the fast path: "PID EPOCH name(args) = result", already decoded
                         pid, ts, body = line.split(None, 2)
-                        key, _, tail = body.rpartition(" = ")
-                        hit = fast.get(key) or self._learn(key)
                         tid = tids.get(pid) or self._tid(pid)
-                        if hit is not None and tid is not None and ts[-7] == ".":
-                            syscall, fd, dest, sock = hit
+                        seen = whole.get(body)
+                        if seen is None:
+                            key, _, tail = body.rpartition(" = ")
+                            hit = fast.get(key) or self._learn(key)
+                            if hit is not None:
+                                seen = (*hit, results.get(tail) or self._result(tail))
+                                if hit[2] is not None and not tail.endswith(">\n"):
+                                    _remember(whole, body, seen)  # not -T: it would never repeat
+                        if seen is not None and tid is not None and ts[-7] == ".":
+                            syscall, fd, dest, sock, result = seen
                             if dest is None:
                                 continue  # nothing to tell, like a send to the connected peer
-                            result = results.get(tail) or self._result(tail)
                             # tuple.__new__ skips NamedTuple's Python-level __new__: 3x cheaper.
                             call = new(
                                 NetCall, (syscall, tid, float(ts), fd, dest, result, sock, n, "")
