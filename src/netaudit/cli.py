@@ -162,7 +162,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _emit(fmt: str, settings: Settings, result: AuditResult, run: RunInfo, out: TextIO) -> None:
-    document = json_report.to_json(result, run)
+    needed = settings.report is not None or fmt == "json"
+    document = json_report.to_json(result, run) if needed else ""
     if settings.report is not None:
         try:
             settings.report.write_text(document, encoding="utf-8")

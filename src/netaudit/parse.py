@@ -74,6 +74,11 @@ _SA_INET6 = re.compile(
 )
 _SA_UNIX = re.compile(r"sa_family=AF_UNIX(?:, sun_path=(@?)" + _S + r"(?:\.\.\.)?)?", re.S)
 _SA_NETLINK = re.compile(r"sa_family=AF_NETLINK, nl_pid=(-?[0-9]+), nl_groups=[0-9a-fx]+")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_QUICK_CONNECT = re.compile(
+    r"connect\(([0-9]+), \{(sa_family=AF_INET, sin_port=htons\(([0-9]+)\), "
+    r'sin_addr=inet_addr\("(' + _OCTET + r"(?:\." + _OCTET + r'){3})"\))\}, [0-9]+\)'
+)
 _SA_FAMILY = re.compile(r"sa_family=([A-Za-z0-9_]+)(?: /\*[^*]*\*/)?(?:, |$)")
 
 _T = TypeVar("_T")
@@ -143,14 +148,14 @@ class Parser:
                                 seen = (*hit, results.get(tail) or self._result(tail))
                                 if hit[2] is not None and not tail.endswith(">\n"):
                                     _remember(whole, body, seen)  # not -T: it would never repeat
-                        if seen is not None and tid is not None and ts[-7] == ".":
+                        if seen is not None and tid is not None:
                             syscall, fd, dest, sock, result = seen
                             if dest is None:
                                 continue  # nothing to tell, like a send to the connected peer
+                            # -ttt is an epoch time; -t/-tt only a time of day, not kept.
+                            time = float(ts) if ts[-7] == "." and ts[2] != ":" else _clock(ts)
                             # tuple.__new__ skips NamedTuple's Python-level __new__: 3x cheaper.
-                            call = new(
-                                NetCall, (syscall, tid, float(ts), fd, dest, result, sock, n, "")
-                            )
+                            call = new(NetCall, (syscall, tid, time, fd, dest, result, sock, n, ""))
                     except Exception:
                         call = None
                 if call is not None:
@@ -181,6 +186,13 @@ class Parser:
         if name not in _NET:
             unwatched = name not in _WATCHED and name.isascii() and name.isidentifier()
             return _NOTHING if unwatched and name == name.lower() else None
+        quick = _QUICK_CONNECT.fullmatch(key)
+        if quick is not None:  # the commonest call of all, without the general decoder
+            fd, inner, port, ip = quick.groups()
+            known = self._addresses.get(inner) or _remember(
+                self._addresses, inner, Endpoint(AF_INET, ip, int(port))
+            )  # one object per destination: equal endpoints compare by identity, fast
+            return _remember(self._fast, key, (Syscall.CONNECT, int(fd), known, ""))
         decoded = self._decode(name, rest[:-1])
         if decoded is None or len(decoded[3]) > 1:
             return None
@@ -451,6 +463,13 @@ def _sockaddr(inner: str) -> Endpoint:
     if m is None:
         raise ValueError(f"not a sockaddr: {inner!r}")
     return Endpoint(m.group(1), inner)
+
+
+def _clock(ts: str) -> float | None:
+    """A time of day (-t, -tt) carries no date: it is accepted, and not kept."""
+    if not (ts[2:3] == ":" == ts[5:6]):
+        raise ValueError(f"not a timestamp: {ts!r}")
+    return None
 
 
 def _ip(kind: type[_IP], text: str) -> _IP | None:

@@ -12,9 +12,13 @@ SCHEMA_VERSION = 1
 
 
 def to_json(result: AuditResult, run: RunInfo) -> str:
-    """The report as a JSON document (written even when the run is clean)."""
+    """The report as a JSON document (written even when the run is clean).
+
+    One destination per line: readable, and every part goes through the C encoder, which
+    ``indent=`` would switch off (a report can hold tens of thousands of destinations).
+    """
     destinations = [_destination(d) for d in result.destinations]
-    document: dict[str, Any] = {
+    head = {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "run": {
@@ -47,10 +51,16 @@ def to_json(result: AuditResult, run: RunInfo) -> str:
             }
             for f in result.findings
         ],
+    }
+    lists = {
         "destinations": destinations,
         "violations": [d for d in destinations if d["verdict"] == "violation"],
     }
-    return json.dumps(document, indent=2) + "\n"
+    parts = [f" {json.dumps(key)}: {json.dumps(value)}" for key, value in head.items()]
+    for key, items in lists.items():
+        body = ",\n  ".join(json.dumps(item) for item in items)
+        parts.append(f" {json.dumps(key)}: [\n  {body}\n ]" if items else f" {json.dumps(key)}: []")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
 def _destination(d: Destination) -> dict[str, Any]:
