@@ -1,4 +1,8 @@
-"""Writes a realistic strace log of N network events in netaudit's capture format.
+"""Writes a realistic strace log of N network events.
+
+    genlog.py N PATH            netaudit's capture format (-f -ttt), every kind of call
+    genlog.py N PATH --connect  -f -tt, successful connect()s only: the form netaudit 0.6.1
+                                reads (it skips -ttt lines and failed calls), for a fair race
 
 A mix of the forms a real suite produces: loopback TCP, UDP to resolvers, external HTTPS,
 Unix sockets, IPv6, sendto/sendmmsg, threads and children, clone and execve lines.
@@ -22,15 +26,27 @@ FORMS = [
 WEIGHTS = [30, 10, 8, 10, 5, 7, 5, 25]
 
 
+CONNECT_ONLY = [form.split(" = ")[0] + " = 0" for form in FORMS if form.startswith("connect(")]
+
+
+def stamp(t: float, clock: bool) -> str:
+    if not clock:
+        return f"{t:.6f}"
+    seconds = t % 86400
+    return f"{int(seconds // 3600):02d}:{int(seconds % 3600 // 60):02d}:{seconds % 60:09.6f}"
+
+
 def main() -> None:
     events, path = int(sys.argv[1]), sys.argv[2]
+    connect_only = "--connect" in sys.argv[3:]
+    forms, weights = (CONNECT_ONLY, [30, 10, 8, 10, 5, 25]) if connect_only else (FORMS, WEIGHTS)
     rng = random.Random(7)
     t = 1795634279.0
     pid = 4000
     live = [pid]
     with open(path, "w") as out:
         out.write(
-            f'{pid}  {t:.6f} execve("/usr/bin/python3", ["python3", "-m", "pytest"], 0x7ffe /* 35 vars */) = 0\n'
+            f'{pid}  {stamp(t, connect_only)} execve("/usr/bin/python3", ["python3", "-m", "pytest"], 0x7ffe /* 35 vars */) = 0\n'
         )
         for i in range(events):
             t += 0.000137
@@ -42,21 +58,21 @@ def main() -> None:
                     "CLONE_VM|CLONE_THREAD|CLONE_SETTLS" if thread else "CLONE_CHILD_SETTID|SIGCHLD"
                 )
                 out.write(
-                    f"{parent}  {t:.6f} clone(child_stack=NULL, flags={flags}, child_tidptr=0x7f) = {child}\n"
+                    f"{parent}  {stamp(t, connect_only)} clone(child_stack=NULL, flags={flags}, child_tidptr=0x7f) = {child}\n"
                 )
-                out.write(f"{child}  {t:.6f} set_robust_list(0x7f66, 24) = 0\n")
+                out.write(f"{child}  {stamp(t, connect_only)} set_robust_list(0x7f66, 24) = 0\n")
                 live.append(child)
                 if not thread and rng.random() < 0.5:
                     out.write(
-                        f'{child}  {t:.6f} execve("/usr/bin/curl", ["curl", "-s"], 0x7ffe /* 35 vars */) = 0\n'
+                        f'{child}  {stamp(t, connect_only)} execve("/usr/bin/curl", ["curl", "-s"], 0x7ffe /* 35 vars */) = 0\n'
                     )
-            form = rng.choices(FORMS, WEIGHTS)[0]
+            form = rng.choices(forms, weights)[0]
             line = form.format(
                 fd=rng.randint(3, 40),
                 port=rng.choice((5432, 6379, 8080, 9000)),
                 host=rng.randint(1, 20),
             )
-            out.write(f"{rng.choice(live)}  {t:.6f} {line}\n")
+            out.write(f"{rng.choice(live)}  {stamp(t, connect_only)} {line}\n")
 
 
 if __name__ == "__main__":

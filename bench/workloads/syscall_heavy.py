@@ -6,7 +6,7 @@ import os
 import sys
 import tempfile
 
-ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 40
+ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 150
 
 
 def main() -> None:

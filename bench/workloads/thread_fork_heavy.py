@@ -16,21 +16,22 @@ def spin(n: int) -> None:
 
 
 def main() -> None:
-    threads = [threading.Thread(target=spin, args=(40_000,)) for _ in range(4)]
+    """Work spread over 4 long threads, 40 forked children, 100 short threads, 100 subprocesses."""
+    threads = [threading.Thread(target=spin, args=(1_000_000,)) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    for _ in range(20):
+    for _ in range(40):
         pid = os.fork()
         if pid == 0:
-            spin(10_000)
+            spin(50_000)
             os._exit(0)
         os.waitpid(pid, 0)
-    for _ in range(50):
+    for _ in range(100):
         subprocess.run(["/bin/true"], check=True)
-    for _ in range(50):
-        t = threading.Thread(target=spin, args=(1000,))
+    for _ in range(100):
+        t = threading.Thread(target=spin, args=(10_000,))
         t.start()
         t.join()
 

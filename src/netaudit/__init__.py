@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import functools
 
-try:
-    __version__ = version("netaudit")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0+unknown"
+__all__ = ["__version__", "version"]
 
-__all__ = ["__version__"]
+
+@functools.lru_cache(maxsize=None)
+def version() -> str:
+    """The installed version; looked up on demand, as importlib.metadata costs ~35 ms to load."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("netaudit")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "0+unknown"
+
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":
+        return version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

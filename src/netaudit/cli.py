@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from . import __version__
+from . import version
 from .audit import audit_log
 from .errors import EXIT_INCOMPLETE, EXIT_VIOLATIONS, ConfigError, NetauditError
 from .model import AuditResult, RunInfo
@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="netaudit",
         description="Audit the network egress of a command under strace against an allowlist.",
     )
-    parser.add_argument("--version", action="version", version=f"netaudit {__version__}")
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -91,6 +91,16 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("allowlist", nargs="?", metavar="ALLOWLIST")
     check.set_defaults(handler=_check)
     return parser
+
+
+class _Version(argparse.Action):
+    """--version, with the version looked up only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        parser.exit(message=f"netaudit {version()}\n")
 
 
 def _add_report_options(parser: argparse.ArgumentParser) -> None:
@@ -190,7 +200,7 @@ def _run_info(
     return RunInfo(
         started=started,
         host=platform.node(),
-        netaudit_version=__version__,
+        netaudit_version=version(),
         command=command,
         log=log,
         allowlist=None if settings.allowlist.path is None else str(settings.allowlist.path),
