@@ -100,7 +100,8 @@ class _Version(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
-        parser.exit(message=f"netaudit {version()}\n")
+        print(f"netaudit {version()}")
+        parser.exit()
 
 
 def _add_report_options(parser: argparse.ArgumentParser) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from netaudit.cli import main
 from netaudit.errors import EXIT_CONFIG
+from tests.unit.test_allowlist import BAD
 
 EXTERNAL = (
     "4242  1795634279.426813 connect(3, {sa_family=AF_INET, sin_port=htons(443), "
@@ -146,3 +147,27 @@ def test_python_dash_m_runs_the_same_command() -> None:
     )
     assert done.returncode == 0
     assert done.stdout.startswith("netaudit ")
+
+
+@pytest.mark.parametrize(("text", "message"), BAD)
+@pytest.mark.parametrize(
+    ("command", "status"), [("check", 2), ("analyze", 2), ("run", EXIT_CONFIG)]
+)
+def test_each_bad_allowlist_fails_every_command_with_its_message_and_exit_code(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    text: str,
+    message: str,
+    command: str,
+    status: int,
+) -> None:
+    (tmp_path / "allow.yaml").write_text(text)
+    args = {
+        "check": ["check", "allow.yaml"],
+        "analyze": ["analyze", "--allowlist", "allow.yaml", log(tmp_path, LOOPBACK)],
+        "run": ["run", "--allowlist", "allow.yaml", "--", "touch", "ran"],
+    }[command]
+    assert main(args) == status
+    where = str(tmp_path / "allow.yaml")
+    assert capsys.readouterr().err == f"netaudit: error: {where}{message[len('allow.yaml'):]}\n"
+    assert not (tmp_path / "ran").exists()

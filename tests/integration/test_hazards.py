@@ -1,0 +1,64 @@
+"""Ways around syscall tracing fail the audit instead of passing it (real strace, real C)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from netaudit.errors import EXIT_INCOMPLETE
+
+pytestmark = pytest.mark.strace
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "strace"
+Netns = Callable[[Sequence[str]], list[str]]
+
+
+def build(source: str, tmp_path: Path) -> Path:
+    """Compiles a fixture program; gcc is part of the test set-up, like strace."""
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        pytest.fail("a C compiler is needed to build the escape programs")
+    binary = tmp_path / Path(source).stem
+    subprocess.run([compiler, "-O1", "-o", str(binary), str(FIXTURES / source)], check=True)
+    return binary
+
+
+def netaudit_run(argv: list[str], netns: Netns, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        netns([sys.executable, "-m", "netaudit", "run", "--", *argv]),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_an_io_uring_makes_the_audit_incomplete(netns: Netns, tmp_path: Path) -> None:
+    done = netaudit_run([str(build("uring.c", tmp_path))], netns, tmp_path)
+    assert done.returncode == EXIT_INCOMPLETE, done.stderr
+    assert "netaudit: audit incomplete: io_uring used by pid " in done.stderr
+    assert "(uring)" in done.stderr
+
+
+def test_an_untraced_child_makes_the_audit_incomplete(netns: Netns, tmp_path: Path) -> None:
+    done = netaudit_run([str(build("untraced.c", tmp_path))], netns, tmp_path)
+    assert done.returncode == EXIT_INCOMPLETE, done.stderr
+    assert "an untraced child (CLONE_UNTRACED) started by pid " in done.stderr
+
+
+def test_analyze_reports_an_incomplete_audit_as_not_clean(tmp_path: Path) -> None:
+    log = tmp_path / "t.log"
+    log.write_text(
+        '10  1795634279.1 execve("/opt/u", ["u"], 0x7ffe /* 3 vars */) = 0\n'
+        "10  1795634279.2 io_uring_setup(4, {flags=0, sq_thread_cpu=0}) = 3\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "netaudit", "analyze", str(log)], capture_output=True, text=True
+    )
+    assert done.returncode == 1
+    assert "netaudit: audit incomplete: io_uring used by pid 10 (u)" in done.stdout
