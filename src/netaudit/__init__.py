@@ -7,7 +7,7 @@ import functools
 __all__ = ["__version__", "version"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def version() -> str:
     """The installed version; looked up on demand, as importlib.metadata costs ~35 ms to load."""
     from importlib.metadata import PackageNotFoundError
