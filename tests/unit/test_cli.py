@@ -169,5 +169,5 @@ def test_each_bad_allowlist_fails_every_command_with_its_message_and_exit_code(
     }[command]
     assert main(args) == status
     where = str(tmp_path / "allow.yaml")
-    assert capsys.readouterr().err == f"netaudit: error: {where}{message[len('allow.yaml'):]}\n"
+    assert capsys.readouterr().err == f"netaudit: error: {where}{message[len('allow.yaml') :]}\n"
     assert not (tmp_path / "ran").exists()
