@@ -4,21 +4,18 @@ A log can hold a million calls, so the common complete line ``PID EPOCH name(arg
 takes a fast path: its decoded call is cached by text, because destinations repeat. Every other
 form goes through a careful path. A line that names a sending syscall always yields a NetCall,
 unparsed (``dest=None``) if need be, unless it is a documented non-event: a send without an
-address, or a connect to AF_UNSPEC (a disconnect).
+address, or a connect to AF_UNSPEC (a disconnect). How strace prints strings, structures and
+socket addresses is read by ``notation``; this module knows lines, pids and calls.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple, Optional, TypeVar
 
 from netaudit.model import (
     AF_INET,
-    AF_INET6,
-    AF_NETLINK,
-    AF_UNIX,
     AF_UNSPEC,
     Endpoint,
     Exec,
@@ -30,6 +27,7 @@ from netaudit.model import (
     Syscall,
     TraceStats,
 )
+from netaudit.notation import OCTET, fields, sockaddr, split_args, string
 
 __all__ = ["INVALID", "Parser", "parse"]
 
@@ -56,33 +54,15 @@ _PID_CHANGED = re.compile(r" <pid changed to ([0-9]+) \.\.\.>$")
 _SPLICE = re.compile(r"strace: Process [0-9]+ (?:attached|detached)[^\n]*$")
 _NET_TOKEN = re.compile(r"(sendmmsg|sendmsg|sendto|connect)\(")
 _ERRNO = re.compile(r"E[A-Z0-9_]+")
-_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"(?:\.\.\.)?|[\[\]{}()"]|, ', re.S)
 _PAYLOAD = re.compile(r'"(?:[^"\\]|\\.)*"(?:\.\.\.)?, ', re.S)
-_CLOSER = {"(": ")", "[": "]", "{": "}"}
 _FD = re.compile(r"(-?[0-9]+)(?:<(.*)>)?", re.S)
 _POINTER = re.compile(r"0x[0-9a-f]+")
-_ESCAPE = re.compile(rb"\\(x[0-9a-fA-F]{2}|[0-7]{1,3}|.)", re.S)
-_SIMPLE_ESCAPES = {b"n": b"\n", b"t": b"\t", b"r": b"\r", b"v": b"\v", b"f": b"\f"}
-_S = r'"((?:[^"\\]|\\.)*)"'
-_SA_INET = re.compile(
-    r"sa_family=AF_INET, sin_port=htons\(([0-9]+)\), sin_addr=inet_addr\(" + _S + r"\)"
-)
-_SA_INET6 = re.compile(
-    r"sa_family=AF_INET6, sin6_port=htons\(([0-9]+)\), sin6_flowinfo=htonl\([0-9]+\), "
-    r"inet_pton\(AF_INET6, " + _S + r", &sin6_addr\)"
-    r"(?:, sin6_scope_id=(?:if_nametoindex\(" + _S + r"\)|([0-9]+)))?"
-)
-_SA_UNIX = re.compile(r"sa_family=AF_UNIX(?:, sun_path=(@?)" + _S + r"(?:\.\.\.)?)?", re.S)
-_SA_NETLINK = re.compile(r"sa_family=AF_NETLINK, nl_pid=(-?[0-9]+), nl_groups=[0-9a-fx]+")
-_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _QUICK_CONNECT = re.compile(
     r"connect\(([0-9]+), \{(sa_family=AF_INET, sin_port=htons\(([0-9]+)\), "
-    r'sin_addr=inet_addr\("(' + _OCTET + r"(?:\." + _OCTET + r'){3})"\))\}, [0-9]+\)'
+    r'sin_addr=inet_addr\("(' + OCTET + r"(?:\." + OCTET + r'){3})"\))\}, [0-9]+\)'
 )
-_SA_FAMILY = re.compile(r"sa_family=([A-Za-z0-9_]+)(?: /\*[^*]*\*/)?(?:, |$)")
 
 _T = TypeVar("_T")
-_IP = TypeVar("_IP", ipaddress.IPv4Address, ipaddress.IPv6Address)
 _Dests = tuple[Endpoint, ...]
 _Decoded = tuple[Syscall, int, str, _Dests]
 #: A decoded call in NetCall's order; no destination means a send to the connected peer.
@@ -339,7 +319,7 @@ class Parser:
         fd = _FD.fullmatch(fd_text.strip())
         dests = self._after_fd(name, rest) if fd is not None and comma else None
         if dests is None:  # perhaps an fd decoration that holds ", "
-            parts = _split(args)
+            parts = split_args(args)
             fd = _FD.fullmatch(parts[0].strip()) if parts and len(parts) > 1 else None
             dests = self._after_fd(name, args[len(parts[0]) + 2 :]) if parts and fd else None
         if fd is None or dests is None:
@@ -360,7 +340,7 @@ class Parser:
 
     def _destinations(self, kind: str, rest: str) -> _Dests | None:
         """Where the arguments after the fd send to; None if they cannot be read."""
-        parts = _split(rest)
+        parts = split_args(rest)
         if parts is None or len(parts) != _NARGS[kind]:
             return None
         try:
@@ -385,24 +365,26 @@ class Parser:
     def _message(self, msghdr: str) -> _Dests:
         if msghdr == "NULL" or _POINTER.fullmatch(msghdr):
             return _named_pointer(msghdr)
-        fields = _fields(msghdr)
-        if "msg_name" not in fields:
+        header = fields(msghdr)
+        if "msg_name" not in header:
             raise ValueError("a message header without msg_name")
-        return self._named(fields["msg_name"], fields.get("msg_namelen", ""))
+        return self._named(header["msg_name"], header.get("msg_namelen", ""))
 
     def _messages(self, vector: str) -> _Dests:
         if vector == "NULL" or _POINTER.fullmatch(vector):
             return _named_pointer(vector)
-        items = _split(vector[1:-1]) if vector.startswith("[") and vector.endswith("]") else None
+        items = (
+            split_args(vector[1:-1]) if vector.startswith("[") and vector.endswith("]") else None
+        )
         if items is None:
             raise ValueError("not a message vector")
         dests: dict[Endpoint, None] = {}
         for item in items:
             if item not in ("", "..."):
-                fields = _fields(item)
-                if "msg_hdr" not in fields:
+                message = fields(item)
+                if "msg_hdr" not in message:
                     raise ValueError("a message without msg_hdr")
-                dests.update(dict.fromkeys(self._message(fields["msg_hdr"])))
+                dests.update(dict.fromkeys(self._message(message["msg_hdr"])))
         return tuple(dests)
 
     def _address(self, text: str) -> Endpoint | None:
@@ -414,7 +396,7 @@ class Parser:
         if not (text.startswith("{") and text.endswith("}")):
             raise ValueError(f"not an address: {text!r}")
         inner = text[1:-1]
-        return self._addresses.get(inner) or _remember(self._addresses, inner, _sockaddr(inner))
+        return self._addresses.get(inner) or _remember(self._addresses, inner, sockaddr(inner))
 
 
 _NULL = Endpoint(INVALID, "NULL")
@@ -439,32 +421,6 @@ def parse(lines: Iterable[str]) -> Iterator[Record]:
     return Parser().records(lines)
 
 
-def _sockaddr(inner: str) -> Endpoint:
-    """Reads the inside of a sockaddr's braces; a form it does not know is kept as printed."""
-    m = _SA_INET.fullmatch(inner)
-    ip4 = _ip(ipaddress.IPv4Address, m.group(2)) if m else None
-    if m and ip4 is not None:
-        return Endpoint(AF_INET, str(ip4), int(m.group(1)))
-    m = _SA_INET6.fullmatch(inner)
-    ip6 = _ip(ipaddress.IPv6Address, m.group(2)) if m else None
-    if m and ip6 is not None and ip6.ipv4_mapped is not None:
-        return Endpoint(AF_INET, str(ip6.ipv4_mapped), int(m.group(1)))
-    if m and ip6 is not None:
-        scope = _unescape(m.group(3)) if m.group(3) is not None else m.group(4) or ""
-        return Endpoint(AF_INET6, str(ip6), int(m.group(1)), "" if scope == "0" else scope)
-    m = _SA_UNIX.fullmatch(inner)
-    if m is not None:
-        path = m.group(1) + _unescape(m.group(2)) if m.group(2) is not None else ""
-        return Endpoint(AF_UNIX, path)
-    m = _SA_NETLINK.fullmatch(inner)
-    if m is not None:
-        return Endpoint(AF_NETLINK, f"pid={m.group(1)}")
-    m = _SA_FAMILY.match(inner)
-    if m is None:
-        raise ValueError(f"not a sockaddr: {inner!r}")
-    return Endpoint(m.group(1), inner)
-
-
 def _clock(ts: str) -> float | None:
     """A time of day (-t, -tt) carries no date: it is accepted, and not kept."""
     if not (ts[2:3] == ":" == ts[5:6]):
@@ -472,78 +428,15 @@ def _clock(ts: str) -> float | None:
     return None
 
 
-def _ip(kind: type[_IP], text: str) -> _IP | None:
-    """The canonical address, or None where strace printed something else."""
-    try:
-        return kind(_unescape(text))
-    except ValueError:
-        return None
-
-
 def _exec(name: str, args: str, tid: int, time: float | None, n: int) -> list[Record]:
-    parts = _split(args) or []
+    parts = split_args(args) or []
     if name == "execveat":
         parts = parts[1:]
-    path = _string(parts[0]) if parts else ""
+    path = string(parts[0]) if parts else ""
     argv: list[str] = []
     if len(parts) > 1 and parts[1].startswith("[") and parts[1].endswith("]"):
-        argv = [_string(item) for item in _split(parts[1][1:-1]) or () if item.startswith('"')]
+        argv = [string(item) for item in split_args(parts[1][1:-1]) or () if item.startswith('"')]
     return [Exec(tid, path, tuple(argv), time, n)]
-
-
-def _string(text: str) -> str:
-    """A quoted strace string, decoded; a cut one (``"abc"...``) keeps what is shown."""
-    if text.endswith('"...'):
-        text = text[:-3]
-    if len(text) >= 2 and text.startswith('"') and text.endswith('"'):
-        return _unescape(text[1:-1])
-    return text
-
-
-def _unescape(text: str) -> str:
-    r"""Undoes strace's escapes (``\"``, ``\n``, ``\303``, ``\xNN``); bad UTF-8 stays visible."""
-    if "\\" not in text:
-        return text
-    raw = _ESCAPE.sub(_unescape_one, text.encode("utf-8", "surrogateescape"))
-    return raw.decode("utf-8", "backslashreplace")
-
-
-def _unescape_one(m: re.Match[bytes]) -> bytes:
-    code = m.group(1)
-    if code[:1] == b"x" and len(code) == 3:
-        return bytes([int(code[1:], 16)])
-    if code[:1].isdigit() and code[:1] not in b"89":
-        return bytes([int(code, 8) & 0xFF])
-    return _SIMPLE_ESCAPES.get(code, code)
-
-
-def _split(text: str) -> list[str] | None:
-    """Splits at top-level ``, ``, strings being opaque; None when the brackets do not match."""
-    pieces: list[str] = []
-    stack: list[str] = []
-    start = 0
-    for m in _TOKEN.finditer(text):
-        token = m.group()
-        if token == ", ":
-            if not stack:
-                pieces.append(text[start : m.start()])
-                start = m.end()
-        elif token in _CLOSER:
-            stack.append(_CLOSER[token])
-        elif token == '"' or (len(token) == 1 and (not stack or stack.pop() != token)):
-            return None  # a string the line cut short, or a bracket that does not match
-    if stack:
-        return None
-    pieces.append(text[start:])
-    return pieces
-
-
-def _fields(struct: str) -> dict[str, str]:
-    """The fields of ``{name=value, ...}`` by name."""
-    parts = _split(struct[1:-1]) if struct.startswith("{") and struct.endswith("}") else None
-    if parts is None:
-        raise ValueError("not a structure")
-    return dict(part.split("=", 1) for part in parts if "=" in part)
 
 
 def _split_result(body: str) -> tuple[str, str]:

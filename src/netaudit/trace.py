@@ -29,7 +29,6 @@ This is the only module that runs strace. Decisions, and why:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -39,12 +38,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Callable, NamedTuple, Optional, Union
+from typing import Callable, Optional, Union
 
 from .errors import CommandError, TraceError, TracerUnavailable
+from .proctree import kill, stat, tracer_pid, tree
 
 TRACED_SYSCALLS: tuple[str, ...] = (
     "connect", "sendto", "sendmsg", "sendmmsg", "execve", "execveat",
@@ -147,7 +147,7 @@ def _unavailable(path: str, rc: int, err: str) -> TracerUnavailable:
     lines = [line.split(": ", 1)[-1] for line in err.splitlines() if line.strip()]
     said = f"strace said: {lines[-1]}" if lines else f"exit {rc}, no message"
     if _DENIED.search(err):
-        tracer = _tracer_pid(os.getpid())
+        tracer = tracer_pid(os.getpid())
         if tracer:
             return TracerUnavailable(
                 f"netaudit is itself being traced (by pid {tracer}), and a process can have only "
@@ -264,7 +264,7 @@ class TracedRun:
                 )
             self.strace_pid = self._proc.pid
             while self._pending:  # signals that came before there was a group to send them to
-                _kill(self._proc.pid, self._pending.pop(0), group=True)
+                kill(self._proc.pid, self._pending.pop(0), group=True)
             rc, hung = self._supervise(self._proc)
         except BaseException as exc:
             self._stop()
@@ -338,19 +338,19 @@ class TracedRun:
             self.initial_pid = _first_pid(self.log_path)
             if self.initial_pid is None:
                 return True
-            stat = _stat(self.initial_pid)
-            self._initial_start = stat.start if stat is not None else None
-        stat = _stat(self.initial_pid)
-        return stat is not None and stat.state not in "ZX" and stat.start == self._initial_start
+            st = stat(self.initial_pid)
+            self._initial_start = st.start if st is not None else None
+        st = stat(self.initial_pid)
+        return st is not None and st.state not in "ZX" and st.start == self._initial_start
 
     def _signal_tree(self, sig: int, *, with_strace: bool = False) -> list[int]:
         """Signal, by pid, every process of the traced tree (and strace last, if asked)."""
         if self._proc is None:
             return []
         seeds = [self.initial_pid] if self.initial_pid and self._initial_alive() else []
-        pids = _tree(self._proc.pid, seeds)
+        pids = tree(self._proc.pid, seeds)
         for pid in pids:
-            _kill(pid, sig)
+            kill(pid, sig)
         if with_strace:
             self._proc.send_signal(sig)
         return pids
@@ -375,54 +375,7 @@ class TracedRun:
         if self._proc is None:
             self._pending.append(signum)
         else:
-            _kill(self._proc.pid, signum, group=True)
-
-
-class _Stat(NamedTuple):
-    state: str
-    ppid: int
-    pgrp: int
-    start: int
-
-
-def _stat(pid: int) -> _Stat | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2 :].split()
-    return _Stat(fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[19]))
-
-
-def _tracer_pid(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            return next((int(ln.split()[1]) for ln in f if ln.startswith(b"TracerPid:")), 0)
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def _tree(root: int, seeds: Iterable[int] = ()) -> list[int]:
-    """Live processes traced by ``root`` or in its group, the given ones, and their descendants.
-
-    Zombies are left out: they are only waiting for init to reap them.
-    """
-    stats = {int(name): _stat(int(name)) for name in os.listdir("/proc") if name.isdigit()}
-    members = {pid for pid in seeds if stats.get(pid) is not None}
-    children: dict[int, list[int]] = {}
-    for pid, st in stats.items():
-        if st is not None and st.state not in "ZX":
-            children.setdefault(st.ppid, []).append(pid)
-            if st.pgrp == root or _tracer_pid(pid) == root:
-                members.add(pid)
-    todo = [root, *members]
-    while todo:
-        for child in children.get(todo.pop(), ()):
-            if child not in members:
-                members.add(child)
-                todo.append(child)
-    return sorted(members - {root, os.getpid()})
+            kill(self._proc.pid, signum, group=True)
 
 
 def _first_pid(log_path: str) -> int | None:
@@ -451,8 +404,3 @@ def _signame(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
-
-
-def _kill(pid: int, sig: int, *, group: bool = False) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        (os.killpg if group else os.kill)(pid, sig)

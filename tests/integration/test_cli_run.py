@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -201,3 +203,44 @@ def test_suggested_rules_allow_exactly_what_the_run_violated(netns: Netns, tmp_p
         "run", "--allowlist", "suggested.yaml", "--", PY, "-c", code, cwd=tmp_path, netns=netns
     )
     assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_run_ends_the_tree_and_removes_its_files(
+    tmp_path: Path, signum: int, status: int
+) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    pidfile = tmp_path / "pid"
+    code = (
+        "import os, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pidfile)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}')\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [PY, "-m", "netaudit", "run", "--", PY, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(scratch)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = [int(pid) for pid in pidfile.read_text().split()]
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == status, stderr
+    assert list(scratch.iterdir()) == []
+    for pid in pids:
+        assert not alive(pid), f"pid {pid} was left running"
+
+
+def alive(pid: int) -> bool:
+    """Running, not merely a zombie waiting for init to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
