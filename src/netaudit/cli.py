@@ -17,7 +17,7 @@ from typing import TextIO
 
 from . import version
 from .audit import audit_log
-from .errors import EXIT_INCOMPLETE, EXIT_VIOLATIONS, ConfigError, NetauditError
+from .errors import EXIT_INCOMPLETE, EXIT_VIOLATIONS, ConfigError, NetauditError, TraceError
 from .model import AuditResult, RunInfo
 from .render import json as json_report
 from .render import text
@@ -131,6 +131,10 @@ def _run(args: argparse.Namespace) -> int:
         status = traced.run(command)
         result = audit_log(traced.log_path, allowlist)
         leftovers = traced.leftover_pids
+        for warning in traced.warnings:
+            print(f"netaudit: warning: {warning}", file=sys.stderr)
+    if result.stats.lines == 0:  # every traced run logs at least its first exec
+        raise TraceError("strace wrote an empty trace: the audit is incomplete")
     if leftovers:
         pids = ", ".join(str(pid) for pid in leftovers)
         print(

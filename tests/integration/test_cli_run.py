@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from netaudit.errors import EXIT_CONFIG, EXIT_NO_TRACER, EXIT_VIOLATIONS
+from netaudit.errors import EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_NO_TRACER, EXIT_VIOLATIONS
 
 pytestmark = pytest.mark.strace
 
@@ -244,3 +244,21 @@ def alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+@pytest.mark.parametrize("touch_log", [False, True], ids=["no-log", "empty-log"])
+def test_a_tracer_that_traced_nothing_fails_the_audit(tmp_path: Path, touch_log: bool) -> None:
+    # A stand-in that passes the pre-flight, then runs the command untraced.
+    fake = tmp_path / "strace"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = "-V" ]; then echo "strace -- version 6.1"; exit 0; fi\n'
+        'while [ "$1" != "--" ]; do\n'
+        + ('  if [ "$1" = "-o" ]; then : > "$2"; fi\n' if touch_log else "")
+        + '  shift\ndone\nshift\nexec "$@"\n'
+    )
+    fake.chmod(0o755)
+    done = netaudit("run", "--strace", str(fake), "--", PY, "-c", "print('ran')", cwd=tmp_path)
+    assert "ran" in done.stdout
+    assert done.returncode == EXIT_INCOMPLETE, done.stderr
+    assert "the audit is incomplete" in done.stderr or "cannot read the strace log" in done.stderr
