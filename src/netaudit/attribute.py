@@ -54,10 +54,6 @@ class Lineage:
             self._adopt_orphan(oldest)
             yield from self._release(oldest)
 
-    def process_of(self, tid: int) -> Process | None:
-        pid = self._pid_of.get(tid)
-        return None if pid is None else self._process[pid]
-
     def _take(self, record: Record) -> Iterator[Attributed]:
         tid = record.parent if isinstance(record, Spawn) else record.tid
         if tid not in self._pid_of:
