@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from . import version
-from .audit import audit_log
+from .audit import audit_lines, audit_log
 from .errors import EXIT_INCOMPLETE, EXIT_VIOLATIONS, ConfigError, NetauditError, TraceError
 from .model import AuditResult, RunInfo
 from .render import json as json_report
@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Judge a strace log (with or without -f, -o or stderr, any timestamp form, "
         "-y/-yy, -x). Exit: 0 clean, 1 violations or an incomplete audit, 2 bad input.",
     )
-    analyze.add_argument("log", metavar="LOG", help="the strace output to judge")
+    analyze.add_argument("log", metavar="LOG", help="the strace output to judge ('-': stdin)")
     _add_report_options(analyze)
     analyze.set_defaults(handler=_analyze)
 
@@ -152,8 +152,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def _analyze(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    result = audit_log(args.log, settings.allowlist.load())
-    run = _run_info(_now(), settings, log=str(Path(args.log).resolve()))
+    allowlist = settings.allowlist.load()
+    if args.log == "-":
+        result, log = audit_lines(sys.stdin, allowlist), "<stdin>"
+    else:
+        result, log = audit_log(args.log, allowlist), str(Path(args.log).resolve())
+    run = _run_info(_now(), settings, log=log)
     _emit(args.format, settings, result, run, sys.stdout)
     return EXIT_CLEAN if result.clean else EXIT_FOUND
 
@@ -167,13 +171,17 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return resolve(
+    settings = resolve(
         Path.cwd(),
         allowlist=args.allowlist,
         verbose=args.verbose,
         report=args.report,
         suggest_rules=args.suggest_rules,
     )
+    folder = settings.report.parent if settings.report is not None else None
+    if folder is not None and not folder.is_dir():  # known before the run, not after it
+        raise ConfigError(f"the report's folder does not exist: {folder}", str(settings.report))
+    return settings
 
 
 def _emit(fmt: str, settings: Settings, result: AuditResult, run: RunInfo, out: TextIO) -> None:

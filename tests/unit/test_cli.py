@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -170,4 +171,22 @@ def test_each_bad_allowlist_fails_every_command_with_its_message_and_exit_code(
     assert main(args) == status
     where = str(tmp_path / "allow.yaml")
     assert capsys.readouterr().err == f"netaudit: error: {where}{message[len('allow.yaml') :]}\n"
+    assert not (tmp_path / "ran").exists()
+
+
+def test_analyze_reads_standard_input_for_dash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(EXTERNAL))
+    assert main(["analyze", "--format", "json", "-"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["run"]["log"] == "<stdin>"
+    assert report["violations"][0]["address"] == "93.184.216.34"
+
+
+def test_a_report_into_a_missing_folder_is_refused_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "--report", "no/such/r.json", "--", "touch", "ran"]) == EXIT_CONFIG
+    assert "the report's folder does not exist" in capsys.readouterr().err
     assert not (tmp_path / "ran").exists()
