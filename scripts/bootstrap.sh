@@ -5,12 +5,20 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-if ! command -v strace >/dev/null 2>&1; then
-    echo "bootstrap: installing strace with apt-get" >&2
+# strace for netaudit itself; ip and unshare for the tests' private network namespace; gcc
+# for the tests that build small C programs which try to escape the trace.
+missing=""
+for pair in strace:strace ip:iproute2 unshare:util-linux gcc:gcc; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] \
+        || missing="$missing ${pair#*:}"
+done
+if [ -n "$missing" ]; then
+    echo "bootstrap: installing$missing with apt-get" >&2
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq strace iproute2 util-linux >/dev/null
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing libc6-dev >/dev/null
 fi
 
 python=${PYTHON:-python3}
