@@ -52,6 +52,10 @@ class Endpoint:
         # Computed once: every event is folded by its endpoint, a million times a log.
         return self._hash
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # String hashes differ between processes: rebuild rather than carry a stale _hash.
+        return (Endpoint, (self.family, self.address, self.port, self.scope_id))
+
     def __str__(self) -> str:
         if self.family == AF_INET6:
             scope = f"%{self.scope_id}" if self.scope_id not in ("", "0") else ""
