@@ -63,3 +63,6 @@ class CommandError(NetauditError):
     def __init__(self, message: str, exit_code: int = 127) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.exit_code))

@@ -1,4 +1,4 @@
-"""The data model's own behaviour: display forms and values that cross processes."""
+"""The data model and errors: display forms, and values that cross processes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,14 @@ import sys
 
 import pytest
 
+from netaudit.errors import (
+    AllowlistError,
+    CommandError,
+    ConfigError,
+    NetauditError,
+    TraceError,
+    TracerUnavailable,
+)
 from netaudit.model import Endpoint
 
 
@@ -39,3 +47,18 @@ def test_an_endpoint_unpickled_in_another_process_hashes_as_there() -> None:
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     done = subprocess.run([sys.executable, "-c", check], input=data, env=env, capture_output=True)
     assert done.returncode == 0, done.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        AllowlistError("unknown key 'adr'", "a.yaml", 4),
+        ConfigError("bad", "pyproject.toml"),
+        TraceError("strace was killed"),
+        TracerUnavailable("strace was not found"),
+        CommandError("command is not executable: x", exit_code=126),
+    ],
+)
+def test_errors_survive_pickling_with_message_and_exit_code(error: NetauditError) -> None:
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), str(copy), copy.exit_code) == (type(error), str(error), error.exit_code)
