@@ -38,22 +38,26 @@ def violations_block(result: AuditResult) -> str:
         lines.append("")
         if test:
             lines.append(f"  [{test}]")
-        lines.extend(f"    {violation_line(d)}" for d in group)
+        for d in group:
+            lines.append(f"    {violation_line(d)}")
+            lines.append(f"      {evidence_line(d)}")
     lines.append(RULE)
     return "\n".join(lines)
 
 
 def violation_line(d: Destination) -> str:
-    """``AF_INET 93.184.216.34:443 (count=1, pids=[12345])``, then who and how it ended."""
+    """``AF_INET 93.184.216.34:443 (count=1, pids=[12345])``, as documented for the plugin."""
     pids = ", ".join(str(pid) for pid in d.pids[:MAX_PIDS])
     if len(d.pids) > MAX_PIDS:
         pids += f", +{len(d.pids) - MAX_PIDS} more"
-    line = f"{d.family} {d.address} (count={d.count}, pids=[{pids}])"
+    return f"{d.family} {d.address} (count={d.count}, pids=[{pids}])"
+
+
+def evidence_line(d: Destination) -> str:
+    """Who made the calls and how they ended, on a line of its own below the documented one."""
     results = ", ".join(r if n == 1 else f"{r} x{n}" for r, n in d.results)
-    line += f" by {', '.join(d.programs)}; {'/'.join(d.syscalls)}: {results}"
-    if d.after_test:
-        line += " (after the test ended)"
-    return line
+    line = f"by {', '.join(d.programs)}: {'/'.join(d.syscalls)} -> {results}"
+    return line + " (after the test ended)" if d.after_test else line
 
 
 def verbose_table(destinations: Iterable[Destination]) -> str:
