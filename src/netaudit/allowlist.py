@@ -19,8 +19,8 @@ from typing import Union
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from netaudit.errors import AllowlistError
-from netaudit.model import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, Endpoint
+from .errors import AllowlistError
+from .model import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, Endpoint
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]

@@ -11,7 +11,7 @@ import ipaddress
 import re
 from typing import TypeVar
 
-from netaudit.model import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, Endpoint
+from .model import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, Endpoint
 
 __all__ = ["OCTET", "fields", "sockaddr", "split_args", "string", "unescape"]
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple, Optional, TypeVar
 
-from netaudit.model import (
+from .model import (
     AF_INET,
     AF_UNSPEC,
     Endpoint,
@@ -27,7 +27,7 @@ from netaudit.model import (
     Syscall,
     TraceStats,
 )
-from netaudit.notation import OCTET, fields, sockaddr, split_args, string
+from .notation import OCTET, fields, sockaddr, split_args, string
 
 __all__ = ["INVALID", "Parser", "parse"]
 
