@@ -262,3 +262,33 @@ def test_a_tracer_that_traced_nothing_fails_the_audit(tmp_path: Path, touch_log:
     assert "ran" in done.stdout
     assert done.returncode == EXIT_INCOMPLETE, done.stderr
     assert "the audit is incomplete" in done.stderr or "cannot read the strace log" in done.stderr
+
+
+def test_the_bundled_example_shows_each_kind_of_finding(netns: Netns, tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    done = netaudit(
+        "run",
+        "--allowlist",
+        str(root / "examples" / "netaudit.yaml"),
+        "--report",
+        "r.json",
+        "--",
+        PY,
+        str(root / "examples" / "egress_demo.py"),
+        cwd=tmp_path,
+        netns=netns,
+    )
+    assert done.returncode == EXIT_VIOLATIONS, done.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    verdicts = {d["display"]: d["rule"] for d in report["destinations"]}
+    loopback = [shown for shown in verdicts if shown.startswith("127.0.0.1:")]
+    assert len(loopback) == 1 and verdicts.pop(loopback[0]) == "loopback (IPv4)"
+    assert verdicts == {
+        "192.0.2.53:53": "Internal DNS",
+        "198.51.100.3:8080": "Staging API",
+        "203.0.113.10:443": None,
+        "198.51.100.3:22": None,
+        "[2001:db8::10]:443": None,
+        "192.0.2.99:9000": None,  # from a thread
+        "203.0.113.77:5432": None,  # from a subprocess
+    }
