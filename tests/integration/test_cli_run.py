@@ -292,3 +292,30 @@ def test_the_bundled_example_shows_each_kind_of_finding(netns: Netns, tmp_path: 
         "192.0.2.99:9000": None,  # from a thread
         "203.0.113.77:5432": None,  # from a subprocess
     }
+
+
+def test_a_command_that_kills_its_tracer_fails_the_audit(tmp_path: Path) -> None:
+    code = (
+        "import os, signal, time\n"
+        "status = open('/proc/self/status').read().split('TracerPid:')[1].split()[0]\n"
+        "os.kill(int(status), signal.SIGKILL)\n"
+        "time.sleep(0.3)\n"
+    )
+    done = netaudit("run", "--", PY, "-c", code, cwd=tmp_path)
+    assert done.returncode == EXIT_INCOMPLETE, done.stderr
+    assert "strace was killed (SIGKILL)" in done.stderr
+
+
+def test_a_daemon_left_behind_is_ended_and_reported(tmp_path: Path) -> None:
+    pidfile = tmp_path / "daemon.pid"
+    code = (
+        "import subprocess, sys\n"
+        "daemon = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],"
+        " start_new_session=True)\n"
+        f"open({str(pidfile)!r}, 'w').write(str(daemon.pid))\n"
+    )
+    done = netaudit("run", "--", PY, "-c", code, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    daemon = int(pidfile.read_text())
+    assert f"the command left processes running; they were ended: {daemon}" in done.stderr
+    assert not alive(daemon)
