@@ -451,7 +451,8 @@ def _addr(node: Node, family: str, where: str) -> tuple[tuple[IPNetwork, ...], s
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
-        raise _Invalid(node, f"invalid IP address {text!r}{where}") from None
+        hint = " (addr is one address; write a network as cidr)" if "/" in text else ""
+        raise _Invalid(node, f"invalid IP address {text!r}{where}{hint}") from None
     network = ipaddress.ip_network(ip)
     _check_family(node, network, family, "addr", text, where)
     return (network,), str(ip)

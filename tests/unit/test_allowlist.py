@@ -624,6 +624,12 @@ BAD = [
         id="invalid-address",
     ),
     pytest.param(
+        "version: 1\nallowlist:\n  - name: x\n    family: AF_INET\n    addr: 10.0.1.5/24\n",
+        "allow.yaml:5: invalid IP address '10.0.1.5/24' in rule 'x' "
+        "(addr is one address; write a network as cidr)",
+        id="network-as-addr",
+    ),
+    pytest.param(
         "version: 1\nallowlist:\n  - name: x\n    family: AF_INET\n    addr: example.com\n",
         "allow.yaml:5: invalid IP address 'example.com' in rule 'x'",
         id="host-name-address",
