@@ -1,33 +1,49 @@
-"""The allowlist DSL: strict loading with line numbers, the rules, and the built-ins.
+"""The allowlist DSL file format, read strictly; see docs/allowlist.md.
 
-The format is documented in docs/allowlist.md. Loading reads ``yaml.compose()`` nodes rather
-than constructed Python values, so that every error can name its line, duplicate keys are seen,
-and YAML 1.1 surprises (``yes`` as a boolean, ``010`` as octal, ``1:30`` as base 60) are refused
-instead of quietly becoming something the user did not write.
+Loading reads ``yaml.compose()`` nodes rather than constructed Python values, so that every
+error can name its line, duplicate keys are seen, and YAML 1.1 surprises (``yes`` as a boolean,
+``010`` as octal, ``1:30`` as base 60) are refused instead of quietly becoming something the
+user did not write. What a loaded rule allows lives in rules.py.
 """
 
 from __future__ import annotations
 
 import difflib
-import functools
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
-from typing import Union
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import AllowlistError
-from .model import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, Endpoint
+from .model import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX
+from .rules import (
+    BUILTIN_NAMES,
+    BUILTIN_RULES,
+    DEFAULT,
+    FAMILIES,
+    IP_FAMILY,
+    Allowlist,
+    IPNetwork,
+    Rule,
+    compile_glob,
+    glob_escape,
+    ip_of,
+)
 
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+__all__ = [
+    "BUILTIN_RULES",
+    "DEFAULT",
+    "FAMILIES",
+    "Allowlist",
+    "Rule",
+    "glob_escape",
+    "ip_of",
+    "load",
+    "loads",
+]
 
-#: The families a rule can name, in the order error messages list them.
-FAMILIES = (AF_INET, AF_INET6, AF_UNIX, AF_NETLINK)
-_IP_FAMILY = {4: AF_INET, 6: AF_INET6}
 _V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 _TOP_KEYS = ("version", "builtins", "allowlist")
@@ -55,171 +71,6 @@ _KINDS = {
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 _PORT_TEXT = re.compile(r"(0|[1-9][0-9]*)(?:-(0|[1-9][0-9]*))?")
 _PORT_EXPECTED = 'a port number, a range "lo-hi" or a list of them'
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One way a destination can be allowed. Empty tuples mean "any" for that part.
-
-    Glob patterns (``paths``, ``abstract``) follow docs/allowlist.md: in a path, ``*``, ``?``
-    and ``[...]`` never match ``/`` and ``**`` matches anything; an abstract name is flat, so
-    there every wildcard matches any character.
-    """
-
-    name: str
-    family: str
-    networks: tuple[IPNetwork, ...] = ()
-    ports: tuple[tuple[int, int], ...] = ()
-    paths: tuple[str, ...] = ()
-    abstract: tuple[str, ...] = ()
-    builtin: bool = False
-    source: str | None = None
-    line: int | None = None
-
-    def __post_init__(self) -> None:
-        # A rule for a family it cannot narrow would silently allow every destination of it.
-        if self.family not in FAMILIES:
-            raise ValueError(f"a rule cannot allow family {self.family!r}")
-        ip = self.family in (AF_INET, AF_INET6)
-        if (ip and (self.paths or self.abstract)) or (not ip and (self.networks or self.ports)):
-            raise ValueError(f"rule {self.name!r} narrows by a key its family does not have")
-
-    def matches(self, endpoint: Endpoint) -> bool:
-        """True when this rule allows ``endpoint``; v4-mapped IPv6 is judged as the IPv4 it is."""
-        if self.family in (AF_INET, AF_INET6):
-            ip = ip_of(endpoint)
-            if ip is None or _IP_FAMILY[ip.version] != self.family:
-                return False
-            if self.networks and not any(ip in network for network in self.networks):
-                return False
-            port = endpoint.port
-            return not self.ports or (
-                port is not None and any(a <= port <= b for a, b in self.ports)
-            )
-        if endpoint.family != self.family:
-            return False
-        if self.family == AF_NETLINK or not (self.paths or self.abstract):
-            return True
-        address = endpoint.address
-        if address.startswith("@"):
-            return any(_glob(p, in_path=False).fullmatch(address[1:]) for p in self.abstract)
-        return bool(address) and any(_glob(p, in_path=True).fullmatch(address) for p in self.paths)
-
-
-@dataclass(frozen=True)
-class Allowlist:
-    """The user's rules in file order, then the built-ins unless switched off."""
-
-    rules: tuple[Rule, ...]
-    path: str | None = None
-    builtins: bool = True
-
-    def all_rules(self) -> tuple[Rule, ...]:
-        """Every rule in matching order."""
-        return self.rules + BUILTIN_RULES if self.builtins else self.rules
-
-    def match(self, endpoint: Endpoint | None) -> Rule | None:
-        """The first rule that allows ``endpoint``; None for a violation or an unparsed call."""
-        if endpoint is None:
-            return None
-        return next((rule for rule in self.all_rules() if rule.matches(endpoint)), None)
-
-
-BUILTIN_RULES: tuple[Rule, ...] = (
-    # 0.0.0.0 and :: as a destination reach the local host (notes/strace.md §a.1).
-    Rule(
-        "loopback (IPv4)",
-        AF_INET,
-        networks=(ipaddress.IPv4Network("127.0.0.0/8"), ipaddress.IPv4Network("0.0.0.0/32")),
-        builtin=True,
-    ),
-    Rule(
-        "loopback (IPv6)",
-        AF_INET6,
-        networks=(ipaddress.IPv6Network("::1/128"), ipaddress.IPv6Network("::/128")),
-        builtin=True,
-    ),
-    Rule("Unix sockets", AF_UNIX, builtin=True),
-    Rule("Netlink", AF_NETLINK, builtin=True),
-)
-
-DEFAULT = Allowlist(rules=())
-_BUILTIN_NAMES = frozenset(rule.name for rule in BUILTIN_RULES)
-
-
-def ip_of(endpoint: Endpoint) -> IPAddress | None:
-    """The IP address an AF_INET/AF_INET6 endpoint goes to, with v4-mapped IPv6 as IPv4.
-
-    None when the endpoint is of another family or its address is not a well-formed IP.
-    """
-    return _ip_of(endpoint.family, endpoint.address)
-
-
-def glob_escape(text: str) -> str:
-    """A path or abstract-name pattern that matches exactly ``text`` and nothing else."""
-    escaped = re.sub(r"[*?\[]", lambda m: f"[{m.group()}]", text)
-    return "[@]" + escaped[1:] if escaped.startswith("@") else escaped
-
-
-@functools.lru_cache(maxsize=4096)
-def _ip_of(family: str, address: str) -> IPAddress | None:
-    """The address an IP endpoint goes to, or None when the endpoint is not a well-formed one."""
-    if family not in (AF_INET, AF_INET6) or "%" in address:
-        return None
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip if _IP_FAMILY[ip.version] == family else None
-
-
-@functools.lru_cache(maxsize=1024)
-def _glob(pattern: str, in_path: bool) -> re.Pattern[str]:
-    """Compile a glob; raises ValueError for an unclosed ``[`` or a backwards range."""
-    one = "[^/]" if in_path else "."
-    parts: list[str] = []
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "*":
-            stars = len(pattern[i:]) - len(pattern[i:].lstrip("*"))
-            parts.append("[^/]*" if in_path and stars == 1 else ".*")
-            i += stars
-        elif char == "?":
-            parts.append(one)
-            i += 1
-        elif char == "[":
-            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] != "!" else i + 3)
-            if end < 0:
-                raise ValueError("'[' is not closed (write '[[]' for a literal '[')")
-            parts.append(("(?!/)" if in_path else "") + _char_class(pattern[i + 1 : end]))
-            i = end + 1
-        else:
-            parts.append(re.escape(char))
-            i += 1
-    return re.compile("".join(parts), re.DOTALL)
-
-
-def _char_class(body: str) -> str:
-    """Translate the inside of a ``[...]`` glob class into a regex class."""
-    negate = body.startswith("!")
-    if negate:
-        body = body[1:]
-    items: list[str] = []
-    i = 0
-    while i < len(body):
-        if i + 2 < len(body) and body[i + 1] == "-":
-            low, high = body[i], body[i + 2]
-            if low > high:
-                raise ValueError(f"range '{low}-{high}' in '[...]' runs backwards")
-            items.append(f"{re.escape(low)}-{re.escape(high)}")
-            i += 3
-        else:
-            items.append(re.escape(body[i]))
-            i += 1
-    return ("[^" if negate else "[") + "".join(items) + "]"
 
 
 def load(path: str | os.PathLike[str]) -> Allowlist:
@@ -363,7 +214,7 @@ def _rules(items: Node, source: str) -> tuple[Rule, ...]:
         rule = _rule(item, index, source)
         at = _name_node(item) or item
         # Reports show only the name, so two rules with one name could not be told apart.
-        if rule.name in _BUILTIN_NAMES:
+        if rule.name in BUILTIN_NAMES:
             raise _Invalid(
                 at, f"rule name {rule.name!r} is taken by a built-in rule; choose another"
             )
@@ -483,7 +334,7 @@ def _check_family(
 ) -> None:
     """The address must be of the rule's family, and not one the audit never sees as such."""
     what = f"{key} {text!r}"
-    right = _IP_FAMILY[network.version]
+    right = IP_FAMILY[network.version]
     if right != family:
         raise _Invalid(
             node, f"{what} is IPv{network.version} but the family is {family}{where} (use {right})"
@@ -539,7 +390,7 @@ def _pattern(node: Node, key: str, where: str) -> tuple[str, ...]:
             node, f"{key} {pattern!r} starts with '@'{where} ({hint}; '[@]' is a literal @)"
         )
     try:
-        _glob(pattern, in_path)
+        compile_glob(pattern, in_path)
     except ValueError as exc:
         raise _Invalid(node, f"bad glob {pattern!r}{where}: {exc}") from None
     return (pattern,)

@@ -13,11 +13,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import Union
 
-from .allowlist import Allowlist
 from .attribute import Attributed, Lineage
 from .errors import TraceError
 from .model import AuditResult, Destination, Endpoint, Finding, Process, Syscall, Verdict
 from .parse import Parser
+from .rules import Allowlist
 
 _Key = tuple[str, Union[Endpoint, str], bool]
 

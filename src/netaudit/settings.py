@@ -16,6 +16,7 @@ from typing import Any, Union, cast
 
 from . import allowlist as allowlist_dsl
 from .errors import ConfigError
+from .rules import DEFAULT, Allowlist
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -61,8 +62,8 @@ class AllowlistChoice:
     path: Path | None
     source: str
 
-    def load(self) -> allowlist_dsl.Allowlist:
-        return allowlist_dsl.DEFAULT if self.path is None else allowlist_dsl.load(self.path)
+    def load(self) -> Allowlist:
+        return DEFAULT if self.path is None else allowlist_dsl.load(self.path)
 
     def describe(self) -> str:
         return "built-in rules only" if self.path is None else f"{self.path} ({self.source})"

@@ -13,8 +13,8 @@ from typing import Union
 
 import yaml
 
-from ..allowlist import glob_escape, ip_of
 from ..model import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, Destination, Endpoint
+from ..rules import glob_escape, ip_of
 
 _HEADER = """\
 # Suggested allowlist rules: one for each destination that was not allowed.

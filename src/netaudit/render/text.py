@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from ..allowlist import Allowlist, Rule
 from ..model import AuditResult, Destination
+from ..rules import Allowlist, Rule
 
 RULE = "=" * 60
 #: Most pids a violation line lists before it says how many more there are.

@@ -1,0 +1,191 @@
+"""What a rule allows and how an endpoint is matched: the rule model and the built-in rules.
+
+No I/O and no YAML here, so that judging a trace needs only this module; reading the DSL file
+is allowlist.py's job.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Union
+
+from .model import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, Endpoint
+
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+#: The families a rule can name, in the order error messages list them.
+FAMILIES = (AF_INET, AF_INET6, AF_UNIX, AF_NETLINK)
+#: The family an IP address of each version belongs to.
+IP_FAMILY = {4: AF_INET, 6: AF_INET6}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One way a destination can be allowed. Empty tuples mean "any" for that part.
+
+    Glob patterns (``paths``, ``abstract``) follow docs/allowlist.md: in a path, ``*``, ``?``
+    and ``[...]`` never match ``/`` and ``**`` matches anything; an abstract name is flat, so
+    there every wildcard matches any character.
+    """
+
+    name: str
+    family: str
+    networks: tuple[IPNetwork, ...] = ()
+    ports: tuple[tuple[int, int], ...] = ()
+    paths: tuple[str, ...] = ()
+    abstract: tuple[str, ...] = ()
+    builtin: bool = False
+    source: str | None = None
+    line: int | None = None
+
+    def __post_init__(self) -> None:
+        # A rule for a family it cannot narrow would silently allow every destination of it.
+        if self.family not in FAMILIES:
+            raise ValueError(f"a rule cannot allow family {self.family!r}")
+        ip = self.family in (AF_INET, AF_INET6)
+        if (ip and (self.paths or self.abstract)) or (not ip and (self.networks or self.ports)):
+            raise ValueError(f"rule {self.name!r} narrows by a key its family does not have")
+
+    def matches(self, endpoint: Endpoint) -> bool:
+        """True when this rule allows ``endpoint``; v4-mapped IPv6 is judged as the IPv4 it is."""
+        if self.family in (AF_INET, AF_INET6):
+            ip = ip_of(endpoint)
+            if ip is None or IP_FAMILY[ip.version] != self.family:
+                return False
+            if self.networks and not any(ip in network for network in self.networks):
+                return False
+            port = endpoint.port
+            return not self.ports or (
+                port is not None and any(a <= port <= b for a, b in self.ports)
+            )
+        if endpoint.family != self.family:
+            return False
+        if self.family == AF_NETLINK or not (self.paths or self.abstract):
+            return True
+        address = endpoint.address
+        if address.startswith("@"):
+            return any(compile_glob(p, in_path=False).fullmatch(address[1:]) for p in self.abstract)
+        return bool(address) and any(
+            compile_glob(p, in_path=True).fullmatch(address) for p in self.paths
+        )
+
+
+@dataclass(frozen=True)
+class Allowlist:
+    """The user's rules in file order, then the built-ins unless switched off."""
+
+    rules: tuple[Rule, ...]
+    path: str | None = None
+    builtins: bool = True
+
+    def all_rules(self) -> tuple[Rule, ...]:
+        """Every rule in matching order."""
+        return self.rules + BUILTIN_RULES if self.builtins else self.rules
+
+    def match(self, endpoint: Endpoint | None) -> Rule | None:
+        """The first rule that allows ``endpoint``; None for a violation or an unparsed call."""
+        if endpoint is None:
+            return None
+        return next((rule for rule in self.all_rules() if rule.matches(endpoint)), None)
+
+
+BUILTIN_RULES: tuple[Rule, ...] = (
+    # 0.0.0.0 and :: as a destination reach the local host (notes/strace.md §a.1).
+    Rule(
+        "loopback (IPv4)",
+        AF_INET,
+        networks=(ipaddress.IPv4Network("127.0.0.0/8"), ipaddress.IPv4Network("0.0.0.0/32")),
+        builtin=True,
+    ),
+    Rule(
+        "loopback (IPv6)",
+        AF_INET6,
+        networks=(ipaddress.IPv6Network("::1/128"), ipaddress.IPv6Network("::/128")),
+        builtin=True,
+    ),
+    Rule("Unix sockets", AF_UNIX, builtin=True),
+    Rule("Netlink", AF_NETLINK, builtin=True),
+)
+
+DEFAULT = Allowlist(rules=())
+#: Names a user's rule may not take: reports show only the name.
+BUILTIN_NAMES = frozenset(rule.name for rule in BUILTIN_RULES)
+
+
+def ip_of(endpoint: Endpoint) -> IPAddress | None:
+    """The IP address an AF_INET/AF_INET6 endpoint goes to, with v4-mapped IPv6 as IPv4.
+
+    None when the endpoint is of another family or its address is not a well-formed IP.
+    """
+    return _ip_of(endpoint.family, endpoint.address)
+
+
+def glob_escape(text: str) -> str:
+    """A path or abstract-name pattern that matches exactly ``text`` and nothing else."""
+    escaped = re.sub(r"[*?\[]", lambda m: f"[{m.group()}]", text)
+    return "[@]" + escaped[1:] if escaped.startswith("@") else escaped
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip_of(family: str, address: str) -> IPAddress | None:
+    """The address an IP endpoint goes to, or None when the endpoint is not a well-formed one."""
+    if family not in (AF_INET, AF_INET6) or "%" in address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip if IP_FAMILY[ip.version] == family else None
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_glob(pattern: str, in_path: bool) -> re.Pattern[str]:
+    """Compile a glob; raises ValueError for an unclosed ``[`` or a backwards range."""
+    one = "[^/]" if in_path else "."
+    parts: list[str] = []
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "*":
+            stars = len(pattern[i:]) - len(pattern[i:].lstrip("*"))
+            parts.append("[^/]*" if in_path and stars == 1 else ".*")
+            i += stars
+        elif char == "?":
+            parts.append(one)
+            i += 1
+        elif char == "[":
+            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] != "!" else i + 3)
+            if end < 0:
+                raise ValueError("'[' is not closed (write '[[]' for a literal '[')")
+            parts.append(("(?!/)" if in_path else "") + _char_class(pattern[i + 1 : end]))
+            i = end + 1
+        else:
+            parts.append(re.escape(char))
+            i += 1
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _char_class(body: str) -> str:
+    """Translate the inside of a ``[...]`` glob class into a regex class."""
+    negate = body.startswith("!")
+    if negate:
+        body = body[1:]
+    items: list[str] = []
+    i = 0
+    while i < len(body):
+        if i + 2 < len(body) and body[i + 1] == "-":
+            low, high = body[i], body[i + 2]
+            if low > high:
+                raise ValueError(f"range '{low}-{high}' in '[...]' runs backwards")
+            items.append(f"{re.escape(low)}-{re.escape(high)}")
+            i += 3
+        else:
+            items.append(re.escape(body[i]))
+            i += 1
+    return ("[^" if negate else "[") + "".join(items) + "]"
