@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from ..model import AuditResult, Destination
 from ..rules import Allowlist, Rule
 
-RULE = "=" * 60
+BAR = "=" * 60
 #: Most pids a violation line lists before it says how many more there are.
 MAX_PIDS = 10
 
@@ -33,7 +33,7 @@ def violations_block(result: AuditResult) -> str:
             f"netaudit: no violations ({_count(len(result.destinations), 'destination')}"
             f" checked, {result.stats.calls} calls)"
         )
-    lines = [RULE, f"  netaudit: {_count(len(violations), 'violation')} detected", RULE]
+    lines = [BAR, f"  netaudit: {_count(len(violations), 'violation')} detected", BAR]
     for test, group in _by_test(violations):
         lines.append("")
         if test:
@@ -41,7 +41,7 @@ def violations_block(result: AuditResult) -> str:
         for d in group:
             lines.append(f"    {violation_line(d)}")
             lines.append(f"      {evidence_line(d)}")
-    lines.append(RULE)
+    lines.append(BAR)
     return "\n".join(lines)
 
 
@@ -61,7 +61,7 @@ def evidence_line(d: Destination) -> str:
 
 
 def verbose_table(destinations: Iterable[Destination]) -> str:
-    lines = [RULE, "  netaudit: verbose network event report", RULE]
+    lines = [BAR, "  netaudit: verbose network event report", BAR]
     for test, group in _by_test(destinations):
         lines.append("")
         if test:
@@ -72,7 +72,7 @@ def verbose_table(destinations: Iterable[Destination]) -> str:
             status = "OK" if d.verdict.allowed else "VIOLATION"
             # The plugin's documented table indents rows one column less than the header.
             lines.append(f"{d.family:<12} {d.address:<29} {status:<10} {d.verdict.rule or '-'}")
-    lines.append(RULE)
+    lines.append(BAR)
     return "\n".join(lines)
 
 
