@@ -21,7 +21,6 @@ from .errors import EXIT_INCOMPLETE, EXIT_VIOLATIONS, ConfigError, NetauditError
 from .model import AuditResult, RunInfo
 from .render import json as json_report
 from .render import text
-from .render.suggest import suggest_rules
 from .settings import Settings, resolve
 from .trace import TRACED_SYSCALLS, TracedRun, find_tracer
 
@@ -196,6 +195,8 @@ def _emit(fmt: str, settings: Settings, result: AuditResult, run: RunInfo, out: 
             ) from err
     out.write(document if fmt == "json" else text.report(result, settings.verbose) + "\n")
     if settings.suggest_rules and result.violations:
+        from .render.suggest import suggest_rules  # loads PyYAML, needed only here
+
         out.write("netaudit: rules that would allow the violations above:\n")
         out.write(suggest_rules(result.violations))
     out.flush()

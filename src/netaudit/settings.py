@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union, cast
 
-from . import allowlist as allowlist_dsl
 from .errors import ConfigError
 from .rules import DEFAULT, Allowlist
 
@@ -63,7 +62,11 @@ class AllowlistChoice:
     source: str
 
     def load(self) -> Allowlist:
-        return DEFAULT if self.path is None else allowlist_dsl.load(self.path)
+        if self.path is None:
+            return DEFAULT
+        from .allowlist import load  # the YAML loader, only when there is a file to read
+
+        return load(self.path)
 
     def describe(self) -> str:
         return "built-in rules only" if self.path is None else f"{self.path} ({self.source})"
