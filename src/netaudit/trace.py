@@ -4,7 +4,8 @@ This is the only module that runs strace. Decisions, and why:
 
 * **strace's messages vs the command's stderr.** strace prints its diagnostics on its stderr,
   which the command inherits, so strace alone cannot keep the two apart. strace's stderr is a
-  file in the private directory; the caller's stderr goes down as one extra descriptor, and a
+  pipe that this process drains (not a file beside the log: a full disk would swallow strace's
+  complaint about it); the caller's stderr goes down as one extra descriptor, and a
   small Python shim (``sys.executable -I -S``, ~10 ms), the first program strace runs, moves it
   back to fd 2, closes the extra one and execs the command in the same pid. The command gets the
   caller's own stderr (a terminal stays a terminal) and only fds 0-2. The log shows the shim's
@@ -41,7 +42,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Callable, Optional, Union
+from typing import IO, Callable, Optional, Union
 
 from .errors import CommandError, TraceError, TracerUnavailable
 from .proctree import kill, stat, tracer_pid, tree
@@ -245,27 +246,34 @@ class TracedRun:
         environ = os.environ if env is None else env
         _check_command(command[0], environ, cwd)
         lc = "=" + environ["LC_CTYPE"] if "LC_CTYPE" in environ else "-"
-        err_path = os.path.join(os.path.dirname(log_path), "strace.err")
         try:
             user_err = os.dup(2)
         except OSError:  # no stderr: the command gets /dev/null rather than our log file
             user_err = os.open(os.devnull, os.O_WRONLY)
         shim = [sys.executable, "-I", "-S", "-c", _SHIM, str(user_err), lc, *command]
         previous = self._install_handlers()
+        said: list[str] = []
         try:
-            with open(err_path, "wb") as err:
-                self._proc = subprocess.Popen(
-                    strace_argv(self.tracer, log_path, shim),
-                    stderr=err,
-                    pass_fds=(user_err,),
-                    env=env,
-                    cwd=cwd,
-                    start_new_session=True,
-                )
+            self._proc = subprocess.Popen(
+                strace_argv(self.tracer, log_path, shim),
+                stderr=subprocess.PIPE,
+                pass_fds=(user_err,),
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
             self.strace_pid = self._proc.pid
+            # A pipe, not a file: a file beside the log fills up with it, and strace's
+            # "No space left on device" would be lost with the trace it could not write.
+            reader = threading.Thread(
+                target=_collect, args=(self._proc.stderr, said), name="netaudit-stderr"
+            )
+            reader.daemon = True
+            reader.start()
             while self._pending:  # signals that came before there was a group to send them to
                 kill(self._proc.pid, self._pending.pop(0), group=True)
             rc, hung = self._supervise(self._proc)
+            reader.join(self.kill_grace)  # strace's exit closes the pipe
         except BaseException as exc:
             self._stop()
             if isinstance(exc, OSError) and self.strace_pid is None:
@@ -275,9 +283,9 @@ class TracedRun:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             os.close(user_err)
-        return self._status(rc, hung, err_path)
+        return self._status(rc, hung, said)
 
-    def _status(self, rc: int, hung: bool, err_path: str) -> int:
+    def _status(self, rc: int, hung: bool, said: list[str]) -> int:
         if self._signals:
             self.interrupted = self._signals[0]
             self._signal_tree(signal.SIGKILL)  # in case strace died before its tree
@@ -288,10 +296,8 @@ class TracedRun:
             self._initial_alive()  # strace mimics a killed command only once its tree is gone
             if self._signal_tree(signal.SIGKILL) or self.initial_pid is None:
                 raise TraceError(f"strace was killed ({_signame(-rc)}): the audit is incomplete")
-        with open(err_path, encoding="utf-8", errors="replace") as err:
-            lines = [line.strip() for line in err if line.strip()]
-        self.warnings = tuple(line for line in lines if _NOTICE.search(line))
-        fatal = [line for line in lines if not _NOTICE.search(line)]
+        self.warnings = tuple(line for line in said if _NOTICE.search(line))
+        fatal = [line for line in said if not _NOTICE.search(line)]
         if fatal:
             raise TraceError("strace failed, the audit is incomplete: " + "; ".join(fatal[:5]))
         return 128 - rc if rc < 0 else rc
@@ -384,6 +390,17 @@ class TracedRun:
             self._pending.append(signum)
         else:
             kill(self._proc.pid, signum, group=True)
+
+
+def _collect(stream: IO[bytes] | None, said: list[str], most: int = 200) -> None:
+    """Keeps strace's messages (the first ``most`` of them) until it closes its stderr."""
+    if stream is None:
+        return
+    with stream:
+        for raw in stream:
+            line = raw.decode("utf-8", "replace").strip()
+            if line and len(said) < most:
+                said.append(line)
 
 
 def _first_pid(log_path: str) -> int | None:

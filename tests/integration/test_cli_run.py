@@ -319,3 +319,29 @@ def test_a_daemon_left_behind_is_ended_and_reported(tmp_path: Path) -> None:
     daemon = int(pidfile.read_text())
     assert f"the command left processes running; they were ended: {daemon}" in done.stderr
     assert not alive(daemon)
+
+
+def test_a_trace_cut_short_by_a_full_disk_fails_the_audit(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tiny tmpfs needs root (a private mount namespace)")
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    many = (
+        "import socket\n"
+        "for port in range(1, 3000):\n"
+        "    socket.socket().connect_ex(('127.0.0.1', port))\n"
+    )
+    script = (
+        f"mount -t tmpfs -o size=64k tmpfs {tiny} && TMPDIR={tiny} "
+        f'"$@"; status=$?; umount {tiny}; exit $status'
+    )
+    audited = [PY, "-m", "netaudit", "run", "--", PY, "-c", many]
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, "sh", *audited],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == EXIT_INCOMPLETE, done.stderr
+    assert "No space left on device" in done.stderr
