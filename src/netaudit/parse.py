@@ -29,7 +29,7 @@ from .model import (
 )
 from .notation import OCTET, fields, sockaddr, split_args, string
 
-__all__ = ["INVALID", "Parser", "parse"]
+__all__ = ["INVALID", "UNSEEN", "Parser", "parse"]
 
 #: The family of a destination given as a NULL or bad pointer: an attempt, shown as such.
 INVALID = "INVALID"
@@ -380,7 +380,9 @@ class Parser:
             raise ValueError("not a message vector")
         dests: dict[Endpoint, None] = {}
         for item in items:
-            if item not in ("", "..."):
+            if item == "...":  # strace shows -s messages at most: where the rest went is unseen
+                dests[UNSEEN] = None
+            elif item:
                 message = fields(item)
                 if "msg_hdr" not in message:
                     raise ValueError("a message without msg_hdr")
@@ -400,6 +402,8 @@ class Parser:
 
 
 _NULL = Endpoint(INVALID, "NULL")
+#: Where a sendmmsg's messages past strace's -s limit went: not shown, so never allowed.
+UNSEEN = Endpoint(INVALID, "(messages strace did not print)")
 _NOTHING: _Fast = (Syscall.CONNECT, 0, None, "")  # a complete line that yields no record
 
 

@@ -29,7 +29,7 @@ from netaudit.model import (
     Syscall,
     TraceStats,
 )
-from netaudit.parse import INVALID, Parser, parse
+from netaudit.parse import INVALID, UNSEEN, Parser, parse
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "strace"
 CONNECT, SENDTO, SENDMSG, SENDMMSG = (
@@ -671,3 +671,10 @@ def test_stats_count_lines_calls_and_unparsed_calls() -> None:
     lines = [f"{PREFIX}connect(3, {DOC_DNS}, 16) = 0\n", "noise\n", "x sendto(\n", "y\n"]
     assert len(list(parser.records(lines))) == 2
     assert parser.stats == TraceStats(lines=4, calls=2, unparsed=1)
+
+
+def test_a_sendmmsg_cut_short_by_strace_keeps_an_unseen_destination() -> None:
+    # 40 messages to loopback; strace printed 32 of them, then "...".
+    calls = net(read("mmsg_many"))
+    assert [c.dest for c in calls] == [v4("127.0.0.1", 5601), UNSEEN]
+    assert {c.result for c in calls} == {"40"}
