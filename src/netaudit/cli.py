@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import io
 import platform
 import signal
 import sys
@@ -132,8 +133,8 @@ def _run(args: argparse.Namespace) -> int:
         leftovers = traced.leftover_pids
         for warning in traced.warnings:
             print(f"netaudit: warning: {warning}", file=sys.stderr)
-    if result.stats.lines == 0:  # every traced run logs at least its first exec
-        raise TraceError("strace wrote an empty trace: the audit is incomplete")
+    if not result.stats.looks_like_strace:  # every traced run logs at least its first exec
+        raise TraceError("strace wrote no trace: the audit is incomplete")
     if leftovers:
         pids = ", ".join(str(pid) for pid in leftovers)
         print(
@@ -153,9 +154,13 @@ def _analyze(args: argparse.Namespace) -> int:
     settings = _settings(args)
     allowlist = settings.allowlist.load()
     if args.log == "-":
-        result, log = audit_lines(sys.stdin, allowlist), "<stdin>"
+        stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape")
+        result, log = audit_lines(stdin, allowlist), "<stdin>"
     else:
         result, log = audit_log(args.log, allowlist), str(Path(args.log).resolve())
+    if not result.stats.looks_like_strace:  # a wrong file must not pass as a clean trace
+        what = "is empty" if result.stats.lines == 0 else "has no line in a form strace writes"
+        raise TraceError(f"{log} {what}: nothing was judged")
     run = _run_info(_now(), settings, log=log)
     _emit(args.format, settings, result, run, sys.stdout)
     return EXIT_CLEAN if result.clean else EXIT_FOUND

@@ -230,6 +230,12 @@ class TraceStats:
     lines: int = 0
     calls: int = 0
     unparsed: int = 0
+    #: Lines in no form strace writes (a log with only such lines is not a strace log).
+    foreign: int = 0
+
+    @property
+    def looks_like_strace(self) -> bool:
+        return self.lines > self.foreign
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ _EXEC = frozenset({"execve", "execveat"})
 _WATCHED = frozenset(_NET) | _SPAWN | _EXEC | {"io_uring_setup"}
 _CACHE_MAX = 32768
 _UNFINISHED = " <unfinished ...>"
+#: strace's own messages that a log captured from stderr holds besides the calls.
+_NOTICES = ("strace: ", "[ Process PID=")
 
 _PREFIX = re.compile(
     r"(?:\[pid +([0-9]+)\] |([0-9]+) +)?"
@@ -88,7 +90,7 @@ class Parser:
     """
 
     def __init__(self) -> None:
-        self._lines = self._calls = self._unparsed = 0
+        self._lines = self._calls = self._unparsed = self._foreign = 0
         self._pending: dict[int, _Pending] = {}
         self._carry: tuple[str, int] | None = None
         self._fast: dict[str, _Fast] = {}
@@ -100,8 +102,11 @@ class Parser:
 
     @property
     def stats(self) -> TraceStats:
-        """Lines read, NetCalls yielded and how many of those could not be understood."""
-        return TraceStats(lines=self._lines, calls=self._calls, unparsed=self._unparsed)
+        """Lines read, NetCalls yielded, how many of those could not be understood, and how
+        many lines were of no strace form at all."""
+        return TraceStats(
+            lines=self._lines, calls=self._calls, unparsed=self._unparsed, foreign=self._foreign
+        )
 
     def records(self, lines: Iterable[str]) -> Iterator[Record]:
         """Yields in log order; at the end, calls still pending come out with result ``?``.
@@ -194,6 +199,7 @@ class Parser:
         try:
             return self._tally(self._line(line, n))
         except Exception:  # a form never seen: keep any sending call it names
+            self._foreign += 1
             return self._tally(_garbage(line if isinstance(line, str) else repr(line), 0, None, n))
 
     def _line(self, line: str, n: int) -> list[Record]:
@@ -228,6 +234,8 @@ class Parser:
             return self._resumed(resumed.group(1), rest[resumed.end() :], tid, time, n, text)
         call = _CALL.match(rest)
         if call is None:
+            if not rest.startswith(_NOTICES):
+                self._foreign += 1
             return _garbage(text, tid, time, n)
         name, body = call.group(1), rest[call.end() :]
         if body.endswith(_UNFINISHED):

@@ -174,10 +174,11 @@ def test_each_bad_allowlist_fails_every_command_with_its_message_and_exit_code(
     assert not (tmp_path / "ran").exists()
 
 
-def test_analyze_reads_standard_input_for_dash(
+def test_analyze_reads_standard_input_for_dash_whatever_its_bytes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("sys.stdin", io.StringIO(EXTERNAL))
+    stdin = io.TextIOWrapper(io.BytesIO(b"\xff\xfe not UTF-8\n" + EXTERNAL.encode()))
+    monkeypatch.setattr("sys.stdin", stdin)
     assert main(["analyze", "--format", "json", "-"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["run"]["log"] == "<stdin>"
@@ -190,3 +191,19 @@ def test_a_report_into_a_missing_folder_is_refused_before_the_run(
     assert main(["run", "--report", "no/such/r.json", "--", "touch", "ran"]) == EXIT_CONFIG
     assert "the report's folder does not exist" in capsys.readouterr().err
     assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"", "is empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00binary\n", "has no line in a form strace writes"),
+        (b"just some text\nand more\n", "has no line in a form strace writes"),
+    ],
+)
+def test_analyze_refuses_a_file_that_is_not_a_strace_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, said: str
+) -> None:
+    (tmp_path / "x.log").write_bytes(content)
+    assert main(["analyze", "x.log"]) == 2
+    assert f"x.log {said}: nothing was judged" in capsys.readouterr().err

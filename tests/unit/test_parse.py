@@ -553,7 +553,28 @@ def test_a_sending_call_that_cannot_be_read_is_kept_unparsed(line: str) -> None:
 def test_lines_that_are_not_records_yield_nothing_and_raise_nothing(line: str) -> None:
     parser = Parser()
     assert list(parser.records([line])) == []
-    assert parser.stats == TraceStats(lines=1, calls=0, unparsed=0)
+    stats = parser.stats
+    assert (stats.lines, stats.calls, stats.unparsed) == (1, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("line", "foreign"),
+    [
+        ("strace: Process 4242 attached\n", 0),
+        ("[ Process PID=4242 runs in 32 bit mode. ]\n", 0),
+        ("4242  +++ exited with 0 +++\n", 0),
+        ("4242  --- SIGCHLD {si_signo=SIGCHLD} ---\n", 0),
+        ("4242  set_robust_list(0x7f666fd139a0, 24) = 0\n", 0),
+        ("\x89PNG\r\n", 1),
+        ("hello world\n", 1),
+        ("\n", 1),
+    ],
+)
+def test_lines_in_no_strace_form_are_counted_as_foreign(line: str, foreign: int) -> None:
+    parser = Parser()
+    list(parser.records([line]))
+    assert parser.stats.foreign == foreign
+    assert parser.stats.looks_like_strace is (foreign == 0)
 
 
 def test_an_address_of_an_unknown_layout_is_kept_as_printed() -> None:
@@ -670,7 +691,7 @@ def test_stats_count_lines_calls_and_unparsed_calls() -> None:
     parser = Parser()
     lines = [f"{PREFIX}connect(3, {DOC_DNS}, 16) = 0\n", "noise\n", "x sendto(\n", "y\n"]
     assert len(list(parser.records(lines))) == 2
-    assert parser.stats == TraceStats(lines=4, calls=2, unparsed=1)
+    assert parser.stats == TraceStats(lines=4, calls=2, unparsed=1, foreign=3)
 
 
 def test_a_sendmmsg_cut_short_by_strace_keeps_an_unseen_destination() -> None:

@@ -40,6 +40,7 @@ def to_json(result: AuditResult, run: RunInfo) -> str:
             "lines": result.stats.lines,
             "calls": result.stats.calls,
             "unparsed": result.stats.unparsed,
+            "foreign_lines": result.stats.foreign,
         },
         "findings": [
             {
