@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from typing import Union
 
 from .model import Exec, Finding, Hazard, NetCall, NetEvent, Process, Record, Spawn
@@ -33,6 +34,7 @@ class Lineage:
         self._process: dict[int, Process] = {}
         self._held: dict[int, tuple[int, list[Record]]] = {}
         self._seq = 0
+        self._root_named = False
 
     def attribute(self, records: Iterable[Record]) -> Iterator[Attributed]:
         """Yields an event per network call and a finding per hazard, in stream order."""
@@ -84,7 +86,22 @@ class Lineage:
             yield from self._take(record)
 
     def _adopt_orphan(self, tid: int) -> None:
-        """A task with no known parent stands as a process of its own."""
+        """A task with no known parent stands as a process of its own, with one exception.
+
+        strace writing to stderr prints no pid while it traces one process, so the first
+        process's early lines come as tid 0; the first task no clone names is then that same
+        process, under its real pid.
+        """
+        root = self._process.get(0)
+        if root is not None and root.parent is None and tid != 0 and not self._root_named:
+            self._root_named = True
+            self._process[tid] = replace(root, pid=tid)
+            del self._process[0]
+            for task, pid in self._pid_of.items():
+                if pid == 0:
+                    self._pid_of[task] = tid
+            self._pid_of[tid] = tid
+            return
         self._pid_of[tid] = tid
         self._process[tid] = Process(pid=tid, parent=None, program=UNKNOWN_PROGRAM)
 

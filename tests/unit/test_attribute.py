@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from netaudit.attribute import Lineage, attribute
+from netaudit.audit import audit_lines
 from netaudit.model import (
     Endpoint,
     Exec,
@@ -15,8 +22,10 @@ from netaudit.model import (
     Spawn,
     Syscall,
 )
+from netaudit.rules import DEFAULT
 
 DEST = Endpoint("AF_INET", "192.0.2.1", 80)
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "strace"
 
 
 def call(tid: int, port: int = 80) -> NetCall:
@@ -91,3 +100,39 @@ def test_a_hazard_becomes_a_finding_naming_the_process_and_program() -> None:
     findings = [item for item in attribute(records) if isinstance(item, Finding)]
     assert findings == [Finding(HazardKind.IO_URING, 11, "uring-client")]
     assert str(findings[0]) == "audit incomplete: io_uring used by pid 11 (uring-client)"
+
+
+def test_a_log_from_stderr_names_the_same_programs_as_one_written_with_o() -> None:
+    # strace on stderr prints no pid while it traces one process: its early lines are tid 0.
+    def programs(name: str) -> dict[str, tuple[str, ...]]:
+        path = FIXTURES / f"{name}.log"
+        with open(path, encoding="utf-8", errors="surrogateescape") as log:
+            result = audit_lines(log, DEFAULT)
+        return {d.address: d.programs for d in result.destinations}
+
+    assert programs("workload_stderr") == programs("workload")
+
+
+TIDS = st.sampled_from([0, 1, 2, 3, 10, 11, 12, 99])
+RECORDS = st.one_of(
+    st.builds(Spawn, TIDS, TIDS, st.booleans()),
+    st.builds(Exec, TIDS, st.sampled_from(["/bin/sh", "/usr/bin/curl", ""])),
+    st.builds(Hazard, st.sampled_from(list(HazardKind)), TIDS),
+    st.builds(call, TIDS, st.integers(0, 3)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(RECORDS, max_size=40), st.integers(1, 5))
+def test_any_order_of_records_gives_one_event_per_call_and_never_raises(
+    records: list[Record], window: int
+) -> None:
+    out = list(Lineage(hold_window=window).attribute(records))
+    calls = [r for r in records if isinstance(r, NetCall)]
+    events = [item.call for item in out if isinstance(item, NetEvent)]
+    assert Counter(events) == Counter(calls)
+    hazards = sum(isinstance(r, Hazard) for r in records)
+    assert sum(isinstance(item, Finding) for item in out) == hazards
+    named = {r.tid for r in records if not isinstance(r, Spawn)}
+    named |= {tid for r in records if isinstance(r, Spawn) for tid in (r.parent, r.child)}
+    assert all(item.process.pid in named for item in out if isinstance(item, NetEvent))
