@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import datetime
 import io
+import os
 import platform
 import signal
 import sys
@@ -141,8 +142,18 @@ def _run(args: argparse.Namespace) -> int:
             f"netaudit: the command left processes running; they were ended: {pids}",
             file=sys.stderr,
         )
+    if traced.interrupted is not None:
+        print(
+            f"netaudit: the run was interrupted ({signal.Signals(traced.interrupted).name}); "
+            "the report covers what ran until then",
+            file=sys.stderr,
+        )
     run = _run_info(started, settings, command=tuple(command), strace=tracer.version, status=status)
-    _emit(args.format, settings, result, run, sys.stderr)
+    try:
+        _emit(args.format, settings, result, run, sys.stderr)
+    except ConfigError as err:  # the report file: it must not hide how the command ended
+        print(f"netaudit: error: {err}", file=sys.stderr)
+        return status or err.exit_code
     if status != 0:
         return status
     if result.findings:
@@ -182,22 +193,26 @@ def _settings(args: argparse.Namespace) -> Settings:
         report=args.report,
         suggest_rules=args.suggest_rules,
     )
-    folder = settings.report.parent if settings.report is not None else None
-    if folder is not None and not folder.is_dir():  # known before the run, not after it
-        raise ConfigError(f"the report's folder does not exist: {folder}", str(settings.report))
+    if settings.report is not None:  # known before the run, not after it
+        _check_writable(settings.report)
     return settings
 
 
+def _check_writable(report: Path) -> None:
+    folder = report.parent
+    if report.is_dir():
+        raise ConfigError("the report path is a folder; give a file name", str(report))
+    if not folder.is_dir():
+        raise ConfigError(f"the report's folder does not exist: {folder}", str(report))
+    if not os.access(report if report.exists() else folder, os.W_OK):
+        raise ConfigError("the report cannot be written here (permission denied)", str(report))
+
+
 def _emit(fmt: str, settings: Settings, result: AuditResult, run: RunInfo, out: TextIO) -> None:
+    """Prints the report, then writes the JSON file; printing comes first so that a failed
+    write (a disk that filled up meanwhile) still leaves the findings on screen."""
     needed = settings.report is not None or fmt == "json"
     document = json_report.to_json(result, run) if needed else ""
-    if settings.report is not None:
-        try:
-            settings.report.write_text(document, encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(
-                f"cannot write the report: {err.strerror}", str(settings.report)
-            ) from err
     out.write(document if fmt == "json" else text.report(result, settings.verbose) + "\n")
     if settings.suggest_rules and result.violations:
         from .render.suggest import suggest_rules  # loads PyYAML, needed only here
@@ -205,6 +220,13 @@ def _emit(fmt: str, settings: Settings, result: AuditResult, run: RunInfo, out: 
         out.write("netaudit: rules that would allow the violations above:\n")
         out.write(suggest_rules(result.violations))
     out.flush()
+    if settings.report is not None:
+        try:
+            settings.report.write_text(document, encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(
+                f"cannot write the report: {err.strerror}", str(settings.report)
+            ) from err
 
 
 def _run_info(

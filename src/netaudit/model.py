@@ -122,7 +122,7 @@ class HazardKind(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Hazard:
-    """A sign that the audit cannot be complete for this task (see docs/threat-model.md)."""
+    """A sign that the audit cannot be complete for this task: its traffic may bypass strace."""
 
     kind: HazardKind
     tid: int

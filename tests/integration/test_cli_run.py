@@ -345,3 +345,26 @@ def test_a_trace_cut_short_by_a_full_disk_fails_the_audit(tmp_path: Path) -> Non
     )
     assert done.returncode == EXIT_INCOMPLETE, done.stderr
     assert "No space left on device" in done.stderr
+
+
+def test_a_report_that_cannot_be_written_never_hides_the_commands_status(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "folder").mkdir()
+    refused = netaudit("run", "--report", "folder", "--", "touch", "ran", cwd=tmp_path)
+    assert refused.returncode == EXIT_CONFIG
+    assert "the report path is a folder" in refused.stderr
+    assert not (tmp_path / "ran").exists()
+
+
+def test_an_interrupted_run_says_so(tmp_path: Path) -> None:
+    # The command's parent is strace; strace's parent is netaudit, which gets the SIGTERM.
+    code = (
+        "import os, signal, time\n"
+        "strace = open(f'/proc/{os.getppid()}/stat').read().rsplit(')', 1)[1].split()\n"
+        "os.kill(int(strace[1]), signal.SIGTERM)\n"
+        "time.sleep(5)\n"
+    )
+    done = netaudit("run", "--", PY, "-c", code, cwd=tmp_path)
+    assert done.returncode == 143, done.stderr
+    assert "netaudit: the run was interrupted (SIGTERM)" in done.stderr

@@ -1,4 +1,4 @@
-"""The JSON report: a stable, versioned schema for CI and for ``netaudit triage``."""
+"""The JSON report: a stable, versioned schema for CI and other tools to read."""
 
 from __future__ import annotations
 

@@ -13,12 +13,12 @@ MAX_PIDS = 10
 
 
 def report(result: AuditResult, verbose: bool = False) -> str:
-    """The whole text report: findings, then the verbose table or the violations block."""
+    """The whole text report: findings, the verbose table if asked for, then the violations
+    block (or, for a clean run, one line that says so)."""
     parts = [findings_block(result)] if result.findings else []
     if verbose:
         parts.append(verbose_table(result.destinations))
-    if result.violations or not verbose:
-        parts.append(violations_block(result))
+    parts.append(violations_block(result))
     return "\n\n".join(part for part in parts if part)
 
 
@@ -62,7 +62,10 @@ def evidence_line(d: Destination) -> str:
 
 def verbose_table(destinations: Iterable[Destination]) -> str:
     lines = [BAR, "  netaudit: verbose network event report", BAR]
-    for test, group in _by_test(destinations):
+    groups = list(_by_test(destinations))
+    if not groups:
+        lines += ["", "  (no network calls were traced)"]
+    for test, group in groups:
         lines.append("")
         if test:
             lines.append(f"  [{test}]")
