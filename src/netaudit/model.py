@@ -118,6 +118,8 @@ class HazardKind(str, enum.Enum):
 
     IO_URING = "io_uring"
     CLONE_UNTRACED = "clone_untraced"
+    #: A seccomp filter with a user-notification listener: calls it catches skip ptrace.
+    SECCOMP_NOTIFY = "seccomp_notify"
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,7 @@ class Finding:
         what = {
             HazardKind.IO_URING: "io_uring used",
             HazardKind.CLONE_UNTRACED: "an untraced child (CLONE_UNTRACED) started",
+            HazardKind.SECCOMP_NOTIFY: "a seccomp user-notification filter installed",
         }[self.kind]
         return f"audit incomplete: {what} by pid {self.pid} ({self.program})"
 

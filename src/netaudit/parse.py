@@ -39,7 +39,7 @@ _NET = {s.value: s for s in Syscall}
 _NARGS = {"connect": 2, "sendto": 5, "sendto-rest": 4, "sendmsg": 2, "sendmmsg": 3}
 _SPAWN = frozenset({"clone", "clone3", "fork", "vfork"})
 _EXEC = frozenset({"execve", "execveat"})
-_WATCHED = frozenset(_NET) | _SPAWN | _EXEC | {"io_uring_setup"}
+_WATCHED = frozenset(_NET) | _SPAWN | _EXEC | {"io_uring_setup", "seccomp"}
 _CACHE_MAX = 32768
 _UNFINISHED = " <unfinished ...>"
 #: strace's own messages that a log captured from stderr holds besides the calls.
@@ -319,6 +319,8 @@ class Parser:
             return _exec(name, args, tid, time, n)
         if name == "io_uring_setup" and ok:
             return [Hazard(HazardKind.IO_URING, tid, time, n, raw)]
+        if name == "seccomp" and ok and "SECCOMP_FILTER_FLAG_NEW_LISTENER" in args:
+            return [Hazard(HazardKind.SECCOMP_NOTIFY, tid, time, n, raw)]
         return []
 
     def _decode(self, name: str, args: str) -> _Decoded | None:

@@ -699,3 +699,33 @@ def test_a_sendmmsg_cut_short_by_strace_keeps_an_unseen_destination() -> None:
     calls = net(read("mmsg_many"))
     assert [c.dest for c in calls] == [v4("127.0.0.1", 5601), UNSEEN]
     assert {c.result for c in calls} == {"40"}
+
+
+@pytest.mark.parametrize(
+    ("line", "hazard"),
+    [
+        # Real strace 6.1 output for tests/fixtures/strace/seccomp_notify.c.
+        (
+            "7208  1795672175.987172 seccomp(SECCOMP_SET_MODE_FILTER, "
+            "SECCOMP_FILTER_FLAG_NEW_LISTENER, {len=4, filter=0x7ffea8ba91b0}) = 3\n",
+            True,
+        ),
+        (
+            "7208  1795672175.987172 seccomp(SECCOMP_SET_MODE_FILTER, 0, "
+            "{len=4, filter=0x7ffea8ba91b0}) = 0\n",
+            False,
+        ),
+        (
+            "7208  1795672175.987172 seccomp(SECCOMP_SET_MODE_FILTER, "
+            "SECCOMP_FILTER_FLAG_NEW_LISTENER, {len=4, filter=0x7ffea8ba91b0}) = -1 EACCES (x)\n",
+            False,
+        ),
+    ],
+)
+def test_a_seccomp_listener_is_a_hazard_and_a_plain_filter_is_not(line: str, hazard: bool) -> None:
+    records = one(line)
+    assert records == (
+        [Hazard(HazardKind.SECCOMP_NOTIFY, 7208, 1795672175.987172, 1, line.rstrip())]
+        if hazard
+        else []
+    )
