@@ -120,6 +120,8 @@ class HazardKind(str, enum.Enum):
     CLONE_UNTRACED = "clone_untraced"
     #: A seccomp filter with a user-notification listener: calls it catches skip ptrace.
     SECCOMP_NOTIFY = "seccomp_notify"
+    #: A packet socket bound to an interface: its send() carries no address to judge.
+    RAW_PACKET = "raw_packet"
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,7 @@ class Finding:
             HazardKind.IO_URING: "io_uring used",
             HazardKind.CLONE_UNTRACED: "an untraced child (CLONE_UNTRACED) started",
             HazardKind.SECCOMP_NOTIFY: "a seccomp user-notification filter installed",
+            HazardKind.RAW_PACKET: "a raw packet socket (AF_PACKET) bound to an interface",
         }[self.kind]
         return f"audit incomplete: {what} by pid {self.pid} ({self.program})"
 

@@ -39,7 +39,7 @@ _NET = {s.value: s for s in Syscall}
 _NARGS = {"connect": 2, "sendto": 5, "sendto-rest": 4, "sendmsg": 2, "sendmmsg": 3}
 _SPAWN = frozenset({"clone", "clone3", "fork", "vfork"})
 _EXEC = frozenset({"execve", "execveat"})
-_WATCHED = frozenset(_NET) | _SPAWN | _EXEC | {"io_uring_setup", "seccomp"}
+_WATCHED = frozenset(_NET) | _SPAWN | _EXEC | {"io_uring_setup", "seccomp", "bind"}
 _CACHE_MAX = 32768
 _UNFINISHED = " <unfinished ...>"
 #: strace's own messages that a log captured from stderr holds besides the calls.
@@ -321,6 +321,8 @@ class Parser:
             return [Hazard(HazardKind.IO_URING, tid, time, n, raw)]
         if name == "seccomp" and ok and "SECCOMP_FILTER_FLAG_NEW_LISTENER" in args:
             return [Hazard(HazardKind.SECCOMP_NOTIFY, tid, time, n, raw)]
+        if name == "bind" and result == "0" and "sa_family=AF_PACKET" in args:
+            return [Hazard(HazardKind.RAW_PACKET, tid, time, n, raw)]
         return []
 
     def _decode(self, name: str, args: str) -> _Decoded | None:

@@ -49,7 +49,7 @@ from .proctree import kill, stat, tracer_pid, tree
 
 TRACED_SYSCALLS: tuple[str, ...] = (
     "connect", "sendto", "sendmsg", "sendmmsg", "execve", "execveat",
-    "clone", "clone3", "fork", "vfork", "io_uring_setup", "seccomp", "set_robust_list",
+    "clone", "clone3", "fork", "vfork", "io_uring_setup", "seccomp", "bind", "set_robust_list",
 )  # fmt: skip
 
 #: The first line of the shim's script, so the shim's execve can be recognised in a log.

@@ -72,3 +72,16 @@ def test_a_seccomp_user_notification_filter_makes_the_audit_incomplete(
     done = netaudit_run([str(build("seccomp_notify.c", tmp_path))], netns, tmp_path)
     assert done.returncode == EXIT_INCOMPLETE, done.stderr
     assert "a seccomp user-notification filter installed by pid " in done.stderr
+
+
+def test_a_bound_raw_packet_socket_makes_the_audit_incomplete(netns: Netns, tmp_path: Path) -> None:
+    # send() on a bound AF_PACKET socket writes whole frames with no address strace can show.
+    code = (
+        "import socket\n"
+        "raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n"
+        "raw.bind(('lo', 0))\n"
+        "raw.send(bytes(14) + b'frame')\n"
+    )
+    done = netaudit_run([sys.executable, "-c", code], netns, tmp_path)
+    assert done.returncode == EXIT_INCOMPLETE, done.stderr
+    assert "a raw packet socket (AF_PACKET) bound to an interface by pid " in done.stderr

@@ -729,3 +729,25 @@ def test_a_seccomp_listener_is_a_hazard_and_a_plain_filter_is_not(line: str, haz
         if hazard
         else []
     )
+
+
+@pytest.mark.parametrize(
+    ("line", "hazard"),
+    [
+        # Real strace 6.1 output of a Python AF_PACKET socket bound to lo.
+        (
+            "7962  1795672216.803596 bind(3, {sa_family=AF_PACKET, sll_protocol=htons(0 /* "
+            'ETH_P_??? */), sll_ifindex=if_nametoindex("lo"), sll_hatype=ARPHRD_NETROM, '
+            "sll_pkttype=PACKET_HOST, sll_halen=0}, 20) = 0\n",
+            True,
+        ),
+        (
+            "7962  1795672216.803596 bind(3, {sa_family=AF_INET, sin_port=htons(0), "
+            'sin_addr=inet_addr("127.0.0.1")}, 16) = 0\n',
+            False,
+        ),
+    ],
+)
+def test_a_bound_packet_socket_is_a_hazard_and_other_binds_are_not(line: str, hazard: bool) -> None:
+    expected = [Hazard(HazardKind.RAW_PACKET, 7962, 1795672216.803596, 1, line.rstrip())]
+    assert one(line) == (expected if hazard else [])
