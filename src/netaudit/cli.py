@@ -134,7 +134,8 @@ def _run(args: argparse.Namespace) -> int:
         leftovers = traced.leftover_pids
         for warning in traced.warnings:
             print(f"netaudit: warning: {warning}", file=sys.stderr)
-    if not result.stats.looks_like_strace:  # every traced run logs at least its first exec
+    if not result.stats.looks_like_strace and traced.interrupted is None:
+        # Every traced run logs at least its first exec, unless it was stopped before that.
         raise TraceError("strace wrote no trace: the audit is incomplete")
     if leftovers:
         pids = ", ".join(str(pid) for pid in leftovers)
