@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ BIN = Path(sys.executable).parent
 PYTHON = str(Path(sys.executable).resolve())
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from netaudit.trace import TRACED_SYSCALLS  # noqa: E402
+from netaudit.trace import find_tracer, strace_argv  # noqa: E402
 
 WORKLOADS = {
     "start-up (/bin/true)": ["/bin/true"],
@@ -65,11 +64,9 @@ def measure(argv: Sequence[str]) -> tuple[float, int]:
 
 
 def variants(command: list[str], peer_exe: Path | None, log: str) -> dict[str, list[str]]:
-    strace = shutil.which("strace") or "strace"
-    floor = [strace, "-f", "--seccomp-bpf", "-qq", "-e", "signal=none", "-ttt", "-o", log]
     out = {
         "untraced": command,
-        "raw strace (floor)": [*floor, "-e", "trace=" + ",".join(TRACED_SYSCALLS), "--", *command],
+        "raw strace (floor)": strace_argv(find_tracer(), log, command),  # the very same flags
         "netaudit run": [str(BIN / "netaudit"), "run", "--", *command],
     }
     if peer_exe is not None:

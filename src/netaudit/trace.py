@@ -178,7 +178,10 @@ def strace_argv(
     if not syscalls or not all(re.fullmatch(r"[a-z0-9_]+", name) for name in syscalls):
         raise ValueError(f"syscalls must be plain syscall names: {list(syscalls)}")
     argv = [tracer.path, "-f"] + (["--seccomp-bpf"] if tracer.seccomp_bpf else [])
-    argv += ["-qq", "-e", "signal=none", "-ttt", "-o", log_path]
+    # -q, not -qq, and signal=SIGKILL, not none: each process's end is logged (exited with N,
+    # or killed by SIGKILL) and no signal delivery is, so a SIGKILLed strace can be told from
+    # a SIGKILLed command (with -o, strace blocks every other fatal signal).
+    argv += ["-q", "-e", "signal=SIGKILL", "-ttt", "-o", log_path]
     return [*argv, "-e", "trace=" + ",".join(syscalls), "--", *command]
 
 
@@ -294,7 +297,8 @@ class TracedRun:
             raise TraceError("strace did not exit after its processes were ended: audit incomplete")
         if rc < 0:
             self._initial_alive()  # strace mimics a killed command only once its tree is gone
-            if self._signal_tree(signal.SIGKILL) or self.initial_pid is None:
+            killed_first = rc != -signal.SIGKILL or _logged_kill(self.log_path, self.initial_pid)
+            if self._signal_tree(signal.SIGKILL) or self.initial_pid is None or not killed_first:
                 raise TraceError(f"strace was killed ({_signame(-rc)}): the audit is incomplete")
         self.warnings = tuple(line for line in said if _NOTICE.search(line))
         fatal = [line for line in said if not _NOTICE.search(line)]
@@ -401,6 +405,20 @@ def _collect(stream: IO[bytes] | None, said: list[str], most: int = 200) -> None
             line = raw.decode("utf-8", "replace").strip()
             if line and len(said) < most:
                 said.append(line)
+
+
+def _logged_kill(log_path: str, pid: int | None) -> bool:
+    """Whether the log says ``pid`` was SIGKILLed: if not, a SIGKILLed strace was the victim.
+
+    Read only when strace ended by SIGKILL, so the second read of the log costs nothing else.
+    """
+    mark = b"+++ killed by SIGKILL"
+    prefix = f"{pid} ".encode()
+    try:
+        with open(log_path, "rb") as log:
+            return any(line.startswith(prefix) and mark in line for line in log)
+    except OSError:
+        return False
 
 
 def _first_pid(log_path: str) -> int | None:

@@ -368,3 +368,17 @@ def test_an_interrupted_run_says_so(tmp_path: Path) -> None:
     done = netaudit("run", "--", PY, "-c", code, cwd=tmp_path)
     assert done.returncode == 143, done.stderr
     assert "netaudit: the run was interrupted (SIGTERM)" in done.stderr
+
+
+def test_a_command_that_kills_its_tracer_and_exits_at_once_fails_the_audit(
+    tmp_path: Path,
+) -> None:
+    # Nothing is left running to show that strace died first: the log has to tell.
+    done = netaudit("run", "--", "sh", "-c", "kill -9 $PPID; exit 0", cwd=tmp_path)
+    assert done.returncode == EXIT_INCOMPLETE, done.stderr
+    assert "strace was killed (SIGKILL)" in done.stderr
+
+
+def test_a_command_killed_by_sigkill_passes_its_status_through(tmp_path: Path) -> None:
+    done = netaudit("run", "--", "sh", "-c", "kill -9 $$", cwd=tmp_path)
+    assert done.returncode == 128 + 9, done.stderr

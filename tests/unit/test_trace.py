@@ -57,7 +57,7 @@ def test_argv_with_seccomp_bpf() -> None:
     tracer = Tracer("/usr/bin/strace", "6.1", seccomp_bpf=True)
     argv = strace_argv(tracer, "/tmp/d/trace.log", ["python3", "-c", "pass"])
     assert argv == [
-        "/usr/bin/strace", "-f", "--seccomp-bpf", "-qq", "-e", "signal=none", "-ttt",
+        "/usr/bin/strace", "-f", "--seccomp-bpf", "-q", "-e", "signal=SIGKILL", "-ttt",
         "-o", "/tmp/d/trace.log", "-e", TRACE_SET, "--", "python3", "-c", "pass",
     ]  # fmt: skip
 
