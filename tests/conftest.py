@@ -7,7 +7,6 @@ hide a gap in coverage: there they fail.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -23,7 +22,7 @@ def _missing(what: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def netns() -> Callable[[Sequence[str]], list[str]]:
+def netns() -> netns_helper.Netns:
     """``netns(argv)`` -> argv prefixed to run in a private network namespace (only ``lo``).
 
     Wrap the whole traced command (strace or ``netaudit run`` included), never just the tracee.

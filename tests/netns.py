@@ -20,7 +20,10 @@ import functools
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+#: What the ``netns`` fixture hands out: ``netns(argv)`` is argv run inside the namespace.
+Netns = Callable[[Sequence[str]], list[str]]
 
 #: The first address of TEST-NET-1 (RFC 5737): never routed, and unreachable inside anyway.
 EXTERNAL_V4 = "192.0.2.1"

@@ -12,19 +12,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from netaudit.errors import EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_NO_TRACER, EXIT_VIOLATIONS
+from tests.netns import Netns
+from tests.runner import netaudit
 
 pytestmark = pytest.mark.strace
 
 PY = sys.executable
 PROGRAM = os.path.basename(PY)
-Netns = Callable[[Sequence[str]], list[str]]
 
 EVERY_WAY_OUT = r"""
 import ctypes, ctypes.util, socket, struct, subprocess, sys, threading
@@ -57,13 +57,6 @@ server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(1)
 socket.create_connection(server.getsockname()).close()
 print("workload done", flush=True)
 """
-
-
-def netaudit(*args: str, cwd: Path, netns: Netns | None = None) -> subprocess.CompletedProcess[str]:
-    argv = [PY, "-m", "netaudit", *args]
-    return subprocess.run(
-        netns(argv) if netns else argv, cwd=cwd, capture_output=True, text=True, timeout=120
-    )
 
 
 @pytest.fixture(scope="module")

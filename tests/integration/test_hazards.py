@@ -5,17 +5,17 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 from netaudit.errors import EXIT_INCOMPLETE
+from tests.netns import Netns
+from tests.runner import netaudit
 
 pytestmark = pytest.mark.strace
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "strace"
-Netns = Callable[[Sequence[str]], list[str]]
 
 
 def build(source: str, tmp_path: Path) -> Path:
@@ -29,25 +29,15 @@ def build(source: str, tmp_path: Path) -> Path:
     return binary
 
 
-def netaudit_run(argv: list[str], netns: Netns, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        netns([sys.executable, "-m", "netaudit", "run", "--", *argv]),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_an_io_uring_makes_the_audit_incomplete(netns: Netns, tmp_path: Path) -> None:
-    done = netaudit_run([str(build("uring.c", tmp_path))], netns, tmp_path)
+    done = netaudit("run", "--", str(build("uring.c", tmp_path)), cwd=tmp_path, netns=netns)
     assert done.returncode == EXIT_INCOMPLETE, done.stderr
     assert "netaudit: audit incomplete: io_uring used by pid " in done.stderr
     assert "(uring)" in done.stderr
 
 
 def test_an_untraced_child_makes_the_audit_incomplete(netns: Netns, tmp_path: Path) -> None:
-    done = netaudit_run([str(build("untraced.c", tmp_path))], netns, tmp_path)
+    done = netaudit("run", "--", str(build("untraced.c", tmp_path)), cwd=tmp_path, netns=netns)
     assert done.returncode == EXIT_INCOMPLETE, done.stderr
     assert "an untraced child (CLONE_UNTRACED) started by pid " in done.stderr
 
@@ -58,9 +48,7 @@ def test_analyze_reports_an_incomplete_audit_as_not_clean(tmp_path: Path) -> Non
         '10  1795634279.1 execve("/opt/u", ["u"], 0x7ffe /* 3 vars */) = 0\n'
         "10  1795634279.2 io_uring_setup(4, {flags=0, sq_thread_cpu=0}) = 3\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "netaudit", "analyze", str(log)], capture_output=True, text=True
-    )
+    done = netaudit("analyze", str(log), cwd=tmp_path)
     assert done.returncode == 1
     assert "netaudit: audit incomplete: io_uring used by pid 10 (u)" in done.stdout
 
@@ -69,7 +57,9 @@ def test_a_seccomp_user_notification_filter_makes_the_audit_incomplete(
     netns: Netns, tmp_path: Path
 ) -> None:
     # Its connect() goes to a supervisor thread instead of ptrace: strace never shows it.
-    done = netaudit_run([str(build("seccomp_notify.c", tmp_path))], netns, tmp_path)
+    done = netaudit(
+        "run", "--", str(build("seccomp_notify.c", tmp_path)), cwd=tmp_path, netns=netns
+    )
     assert done.returncode == EXIT_INCOMPLETE, done.stderr
     assert "a seccomp user-notification filter installed by pid " in done.stderr
 
@@ -82,6 +72,6 @@ def test_a_bound_raw_packet_socket_makes_the_audit_incomplete(netns: Netns, tmp_
         "raw.bind(('lo', 0))\n"
         "raw.send(bytes(14) + b'frame')\n"
     )
-    done = netaudit_run([sys.executable, "-c", code], netns, tmp_path)
+    done = netaudit("run", "--", sys.executable, "-c", code, cwd=tmp_path, netns=netns)
     assert done.returncode == EXIT_INCOMPLETE, done.stderr
     assert "a raw packet socket (AF_PACKET) bound to an interface by pid " in done.stderr

@@ -17,7 +17,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,9 @@ import pytest
 
 from netaudit.errors import CommandError, TraceError
 from netaudit.trace import SHIM_TAG, TracedRun, Tracer
+from tests.netns import Netns
 
 PY = sys.executable
-Netns = Callable[[Sequence[str]], list[str]]
 
 RUNNER = """
 import json, os, sys
