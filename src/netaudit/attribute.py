@@ -12,9 +12,22 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
-from typing import Union
+from typing import NamedTuple, Union
 
-from .model import Exec, Finding, Hazard, NetCall, NetEvent, Process, Record, Spawn
+from . import markers
+from .model import (
+    SESSION,
+    Exec,
+    Finding,
+    Hazard,
+    Mark,
+    MarkVerb,
+    NetCall,
+    NetEvent,
+    Process,
+    Record,
+    Spawn,
+)
 
 #: How many records a thread's lines may wait for the clone() that names it.
 HOLD_WINDOW = 2000
@@ -22,28 +35,55 @@ HOLD_WINDOW = 2000
 #: Program name for a process that was running before the trace started.
 UNKNOWN_PROGRAM = "?"
 
-Attributed = Union[NetEvent, Finding]
+Attributed = Union[NetEvent, Finding, Mark]
+
+
+class Span(NamedTuple):
+    """Where a process stands in one run: the test it belongs to (``test`` -1: the session)."""
+
+    run: str
+    worker: str
+    test: int
+    key: str
 
 
 class Lineage:
-    """Follows the process tree through a stream of records; one per log."""
+    """Follows the process tree through a stream of records; one per log.
 
-    def __init__(self, hold_window: int = HOLD_WINDOW) -> None:
+    In a test session, markers (see ``markers``) say which test each driving process is in.
+    Every process carries a chain of spans, one per run it belongs to (a nested
+    ``pytest --netaudit`` adds its own): a driver's span moves with its markers, and a new
+    process takes a copy of its parent's chain at the clone, so a daemon a test started stays
+    that test's, flagged ``after_test`` once the test is over. A process with no chain belongs
+    to ``root``, the session of the outermost run (or to no test at all outside pytest).
+    """
+
+    def __init__(self, hold_window: int = HOLD_WINDOW, root: tuple[str, str] = ("", "")) -> None:
         self._hold_window = hold_window
         self._pid_of: dict[int, int] = {}
         self._process: dict[int, Process] = {}
         self._held: dict[int, tuple[int, list[Record]]] = {}
         self._seq = 0
         self._root_named = False
+        self._root = root
+        self._root_chain = (Span(root[0], "", -1, root[1]),)
+        self._chains: dict[int, tuple[Span, ...]] = {}
+        self._current: dict[tuple[str, str], int] = {}
 
     def attribute(self, records: Iterable[Record]) -> Iterator[Attributed]:
-        """Yields an event per network call and a finding per hazard, in stream order."""
+        """Yields an event per network call and a finding per hazard, in stream order, and
+        passes markers through."""
         pid_of, process, held, new = self._pid_of, self._process, self._held, tuple.__new__
+        chains, (root_run, root_key) = self._chains, self._root
         for record in records:
             self._seq += 1
             if type(record) is NetCall and record.tid in pid_of and not held:
                 # The common case, inline; tuple.__new__ skips NamedTuple's slower __new__.
-                yield new(NetEvent, (record, process[pid_of[record.tid]], "", False))
+                pid = pid_of[record.tid]
+                if pid in chains:
+                    yield from self._events(record, process[pid], chains[pid])
+                else:
+                    yield new(NetEvent, (record, process[pid], root_key, False, root_run))
                 continue
             yield from self._take(record)
             if held:
@@ -64,15 +104,56 @@ class Lineage:
             else:
                 self._hold(tid, record)
                 return
+        pid = self._pid_of[tid]
         if type(record) is NetCall:
-            yield NetEvent(record, self._process[self._pid_of[tid]])
+            yield from self._events(record, self._process[pid], self._chain(pid))
         elif isinstance(record, Spawn):
             yield from self._spawn(record)
         elif isinstance(record, Exec):
             self._exec(record)
         elif isinstance(record, Hazard):
-            process = self._process[self._pid_of[tid]]
-            yield Finding(record.kind, process.pid, process.program)
+            process = self._process[pid]
+            for span in self._chain(pid):
+                yield Finding(record.kind, process.pid, process.program, span.key, span.run)
+        elif isinstance(record, Mark):
+            self._mark(pid, record)
+            yield record
+
+    def _chain(self, pid: int) -> tuple[Span, ...]:
+        return self._chains.get(pid, self._root_chain)
+
+    def _events(
+        self, call: NetCall, process: Process, chain: tuple[Span, ...]
+    ) -> Iterator[NetEvent]:
+        current = self._current
+        for run, worker, index, key in chain:
+            after = index >= 0 and current.get((run, worker)) != index
+            yield NetEvent(call, process, key, after, run)
+
+    def _mark(self, pid: int, mark: Mark) -> None:
+        """Moves the driving process's span in the marker's run."""
+        if mark.verb is MarkVerb.FINISH:  # the run is over: its process goes on without it
+            rest = tuple(span for span in self._chain(pid) if span.run != mark.run)
+            if rest:
+                self._chains[pid] = rest
+            else:
+                self._chains.pop(pid, None)
+            return
+        if mark.verb is MarkVerb.CONTROL:
+            return
+        if mark.verb is MarkVerb.BEGIN:
+            span = Span(mark.run, mark.worker, mark.test, markers.test_key(mark.worker, mark.test))
+        else:
+            span = Span(mark.run, mark.worker, -1, SESSION)
+        chain = list(self._chain(pid))
+        # An xdist worker inherits its controller's span of the same run, and replaces it.
+        same = [i for i, old in enumerate(chain) if old.run == mark.run]
+        if same:
+            chain[same[0]] = span
+        else:
+            chain.append(span)
+        self._chains[pid] = tuple(chain)
+        self._current[(mark.run, mark.worker)] = span.test
 
     def _hold(self, tid: int, record: Record) -> None:
         if tid in self._held:
@@ -111,6 +192,11 @@ class Lineage:
             self._pid_of[spawn.child] = parent.pid
         else:
             self._pid_of[spawn.child] = spawn.child
+            chain = self._chains.get(parent.pid)
+            if chain is None:
+                self._chains.pop(spawn.child, None)  # a reused pid starts afresh
+            else:
+                self._chains[spawn.child] = chain
             self._process[spawn.child] = Process(
                 pid=spawn.child, parent=parent.pid, program=parent.program, path=parent.path
             )

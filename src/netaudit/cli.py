@@ -9,7 +9,6 @@ import argparse
 import contextlib
 import datetime
 import io
-import os
 import platform
 import signal
 import sys
@@ -23,7 +22,7 @@ from .errors import EXIT_INCOMPLETE, EXIT_VIOLATIONS, ConfigError, NetauditError
 from .model import AuditResult, RunInfo
 from .render import json as json_report
 from .render import text
-from .settings import Settings, resolve
+from .settings import Settings, check_report_path, resolve
 from .trace import TRACED_SYSCALLS, TracedRun, find_tracer
 
 #: `netaudit analyze` and `netaudit check`: exit codes as documented in docs/cli.md.
@@ -195,18 +194,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         suggest_rules=args.suggest_rules,
     )
     if settings.report is not None:  # known before the run, not after it
-        _check_writable(settings.report)
+        check_report_path(settings.report)
     return settings
-
-
-def _check_writable(report: Path) -> None:
-    folder = report.parent
-    if report.is_dir():
-        raise ConfigError("the report path is a folder; give a file name", str(report))
-    if not folder.is_dir():
-        raise ConfigError(f"the report's folder does not exist: {folder}", str(report))
-    if not os.access(report if report.exists() else folder, os.W_OK):
-        raise ConfigError("the report cannot be written here (permission denied)", str(report))
 
 
 def _emit(fmt: str, settings: Settings, result: AuditResult, run: RunInfo, out: TextIO) -> None:

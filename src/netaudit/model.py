@@ -135,8 +135,40 @@ class Hazard:
     raw: str = ""
 
 
+class MarkVerb(str, enum.Enum):
+    """What a test session announces in the trace with a marker (see ``markers``)."""
+
+    #: This process now drives the run: its events belong to the run's session.
+    START = "s"
+    #: A test begins (or resumes after a wider-scoped fixture) in this process.
+    BEGIN = "b"
+    #: The current test ends (or pauses for a wider-scoped fixture): back to the session.
+    END = "e"
+    #: The run is about to ask for its report: everything it did is in the log before this.
+    FINISH = "f"
+    #: A connection to the supervisor's control socket, not an event of the run.
+    CONTROL = "x"
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A marker ``connect()`` that a test session made to tell the trace where it is.
+
+    ``run`` is the run's id, ``worker`` its xdist worker ("" outside xdist), ``test`` the
+    index of the test for BEGIN and -1 otherwise.
+    """
+
+    tid: int
+    run: str
+    worker: str
+    verb: MarkVerb
+    test: int = -1
+    time: float | None = None
+    line: int = 0
+
+
 #: What the parser yields, in log order.
-Record = Union[NetCall, Spawn, Exec, Hazard]
+Record = Union[NetCall, Spawn, Exec, Hazard, Mark]
 
 
 @dataclass(frozen=True)
@@ -159,7 +191,8 @@ SESSION = "<session>"
 class NetEvent(NamedTuple):
     """A network call with the process that made it and the test it belongs to.
 
-    ``test`` is "" when the run has no tests (``netaudit run``, ``netaudit analyze``).
+    ``test`` is "" when the run has no tests (``netaudit run``, ``netaudit analyze``); in a
+    test session it is a test key (``markers.test_key``) or SESSION, within the run ``run``.
     ``after_test`` marks a call a test's leftover process made after that test ended.
     """
 
@@ -167,6 +200,7 @@ class NetEvent(NamedTuple):
     process: Process
     test: str = ""
     after_test: bool = False
+    run: str = ""
 
 
 @dataclass(frozen=True)
@@ -218,6 +252,7 @@ class Finding:
     pid: int
     program: str
     test: str = ""
+    run: str = ""
 
     def __str__(self) -> str:
         what = {

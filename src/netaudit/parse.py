@@ -14,13 +14,16 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple, Optional, TypeVar
 
+from . import markers
 from .model import (
     AF_INET,
+    AF_UNIX,
     AF_UNSPEC,
     Endpoint,
     Exec,
     Hazard,
     HazardKind,
+    Mark,
     NetCall,
     Record,
     Spawn,
@@ -41,6 +44,7 @@ _SPAWN = frozenset({"clone", "clone3", "fork", "vfork"})
 _EXEC = frozenset({"execve", "execveat"})
 _WATCHED = frozenset(_NET) | _SPAWN | _EXEC | {"io_uring_setup", "seccomp", "bind"}
 _CACHE_MAX = 32768
+_MARKER = "@" + markers.PREFIX
 _UNFINISHED = " <unfinished ...>"
 #: strace's own messages that a log captured from stderr holds besides the calls.
 _NOTICES = ("strace: ", "[ Process PID=")
@@ -182,6 +186,8 @@ class Parser:
         if decoded is None or len(decoded[3]) > 1:
             return None
         dest = decoded[3][0] if decoded[3] else None
+        if dest is not None and dest.address.startswith(_MARKER):
+            return None  # markers are rare and each is news: the careful path reads them
         return _remember(self._fast, key, (decoded[0], decoded[1], dest, decoded[2]))
 
     def _tid(self, text: str) -> int | None:
@@ -306,6 +312,10 @@ class Parser:
                 shown = int(fd.group(1)) if fd is not None else None
                 return [NetCall(syscall, tid, time, shown, None, result, "", n, raw)]
             _, fd_, sock, dests = decoded
+            if syscall is Syscall.CONNECT and len(dests) == 1:
+                mark = _mark(dests[0], tid, time, n)
+                if mark is not None:
+                    return [mark]
             return [NetCall(syscall, tid, time, fd_, d, result, sock, n) for d in dests]
         ok = result == "?" or result[:1].isdigit()
         if name in _SPAWN:
@@ -442,6 +452,17 @@ def _clock(ts: str) -> float | None:
     if not (ts[2:3] == ":" == ts[5:6]):
         raise ValueError(f"not a timestamp: {ts!r}")
     return None
+
+
+def _mark(dest: Endpoint, tid: int, time: float | None, n: int) -> Mark | None:
+    """A marker connect, or None for any other destination (including look-alikes)."""
+    if dest.family != AF_UNIX or not dest.address.startswith(_MARKER):
+        return None
+    parsed = markers.parse(dest.address[1:])
+    if parsed is None:
+        return None
+    run, worker, verb, test = parsed
+    return Mark(tid, run, worker, verb, test, time, n)
 
 
 def _exec(name: str, args: str, tid: int, time: float | None, n: int) -> list[Record]:

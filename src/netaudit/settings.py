@@ -8,6 +8,7 @@ directory, then the built-in rules only.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -129,6 +130,17 @@ def resolve_allowlist(flag: str | None, config: ProjectConfig, cwd: Path) -> All
     if default.is_file():
         return AllowlistChoice(default.resolve(), "netaudit.yaml in the current directory")
     return AllowlistChoice(None, "built-in")
+
+
+def check_report_path(report: Path) -> None:
+    """A report path that cannot be written is an error before the run, not after it."""
+    folder = report.parent
+    if report.is_dir():
+        raise ConfigError("the report path is a folder; give a file name", str(report))
+    if not folder.is_dir():
+        raise ConfigError(f"the report's folder does not exist: {folder}", str(report))
+    if not os.access(report if report.exists() else folder, os.W_OK):
+        raise ConfigError("the report cannot be written here (permission denied)", str(report))
 
 
 def _line_of(text: str, key: str | None) -> int | None:

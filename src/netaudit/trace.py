@@ -16,8 +16,9 @@ This is the only module that runs strace. Decisions, and why:
 * **Signals.** strace runs in a new session. SIGINT, SIGTERM, SIGHUP and SIGQUIT that reach this
   process during ``run()`` are forwarded to that process group (strace blocks them with ``-o``);
   after ``kill_grace`` seconds, or at a second signal, the traced tree and strace are SIGKILLed
-  by pid. ``run()`` then returns 128+N (130 for Ctrl-C) rather than raising, so the caller can
-  still judge the partial log and exit 130; ``interrupted`` holds N. Signals ignored on entry
+  by pid. ``run()`` then returns rather than raising, so the caller can still judge the partial
+  log: the command's own status if it handled the signal and exited (pytest exits 2), else
+  128+N (130 for Ctrl-C); ``interrupted`` holds N. Signals ignored on entry
   (nohup) stay ignored. The command has no controlling terminal (it cannot open /dev/tty).
 * **Daemons.** strace ``-f`` waits for every traced process. Once the initial process (the pid on
   the log's first line) has exited, the rest get ``leftover_grace`` seconds, then SIGTERM and,
@@ -292,7 +293,8 @@ class TracedRun:
         if self._signals:
             self.interrupted = self._signals[0]
             self._signal_tree(signal.SIGKILL)  # in case strace died before its tree
-            return 128 + self._signals[0]
+            # A command that handled the signal and exited (pytest: 2) keeps its own status.
+            return rc if rc >= 0 and not hung else 128 + self._signals[0]
         if hung:
             raise TraceError("strace did not exit after its processes were ended: audit incomplete")
         if rc < 0:

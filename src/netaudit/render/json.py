@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from ..model import AuditResult, Destination, RunInfo
@@ -11,13 +12,14 @@ SCHEMA = "netaudit.report"
 SCHEMA_VERSION = 1
 
 
-def to_json(result: AuditResult, run: RunInfo) -> str:
+def to_json(result: AuditResult, run: RunInfo, locations: Mapping[str, str] | None = None) -> str:
     """The report as a JSON document (written even when the run is clean).
 
     One destination per line: readable, and every part goes through the C encoder, which
     ``indent=`` would switch off (a report can hold tens of thousands of destinations).
     """
-    destinations = [_destination(d) for d in result.destinations]
+    where = locations or {}
+    destinations = [_destination(d, where.get(d.test)) for d in result.destinations]
     head = {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -64,10 +66,11 @@ def to_json(result: AuditResult, run: RunInfo) -> str:
     return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
-def _destination(d: Destination) -> dict[str, Any]:
+def _destination(d: Destination, location: str | None = None) -> dict[str, Any]:
     endpoint = d.endpoint
     return {
         "test": d.test,
+        "location": location,
         "family": d.family,
         "address": endpoint.address if endpoint is not None else None,
         "port": endpoint.port if endpoint is not None else None,

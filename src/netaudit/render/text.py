@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from ..model import AuditResult, Destination
 from ..rules import Allowlist, Rule
@@ -12,13 +12,20 @@ BAR = "=" * 60
 MAX_PIDS = 10
 
 
-def report(result: AuditResult, verbose: bool = False) -> str:
+#: Most tests a line of the by-destination summary names.
+MAX_TESTS = 5
+
+Locations = Mapping[str, str]
+
+
+def report(result: AuditResult, verbose: bool = False, locations: Locations | None = None) -> str:
     """The whole text report: findings, the verbose table if asked for, then the violations
-    block (or, for a clean run, one line that says so)."""
+    block (or, for a clean run, one line that says so), then which tests reached what."""
     parts = [findings_block(result)] if result.findings else []
     if verbose:
-        parts.append(verbose_table(result.destinations))
-    parts.append(violations_block(result))
+        parts.append(verbose_table(result.destinations, locations))
+    parts.append(violations_block(result, locations))
+    parts.append(by_destination(result.destinations, every=verbose))
     return "\n\n".join(part for part in parts if part)
 
 
@@ -26,7 +33,7 @@ def findings_block(result: AuditResult) -> str:
     return "\n".join(f"netaudit: {finding}" for finding in result.findings)
 
 
-def violations_block(result: AuditResult) -> str:
+def violations_block(result: AuditResult, locations: Locations | None = None) -> str:
     violations = result.violations
     if not violations:
         return (
@@ -37,7 +44,7 @@ def violations_block(result: AuditResult) -> str:
     for test, group in _by_test(violations):
         lines.append("")
         if test:
-            lines.append(f"  [{test}]")
+            lines.append(test_header(test, locations))
         for d in group:
             lines.append(f"    {violation_line(d)}")
             lines.append(f"      {evidence_line(d)}")
@@ -60,7 +67,13 @@ def evidence_line(d: Destination) -> str:
     return line + " (after the test ended)" if d.after_test else line
 
 
-def verbose_table(destinations: Iterable[Destination]) -> str:
+def test_header(test: str, locations: Locations | None = None) -> str:
+    """``  [nodeid]``, as documented, followed by the test's ``file:line`` when known."""
+    where = (locations or {}).get(test)
+    return f"  [{test}] {where}" if where else f"  [{test}]"
+
+
+def verbose_table(destinations: Iterable[Destination], locations: Locations | None = None) -> str:
     lines = [BAR, "  netaudit: verbose network event report", BAR]
     groups = list(_by_test(destinations))
     if not groups:
@@ -68,7 +81,7 @@ def verbose_table(destinations: Iterable[Destination]) -> str:
     for test, group in groups:
         lines.append("")
         if test:
-            lines.append(f"  [{test}]")
+            lines.append(test_header(test, locations))
         lines.append(f"{'FAMILY':<12} {'ADDR:PORT':<30} {'STATUS':<10} RULE")
         lines.append(f"{'-' * 12} {'-' * 30} {'-' * 10} {'-' * 24}")
         for d in group:
@@ -76,6 +89,28 @@ def verbose_table(destinations: Iterable[Destination]) -> str:
             # The plugin's documented table indents rows one column less than the header.
             lines.append(f"{d.family:<12} {d.address:<29} {status:<10} {d.verdict.rule or '-'}")
     lines.append(BAR)
+    return "\n".join(lines)
+
+
+def by_destination(destinations: Iterable[Destination], every: bool = False) -> str:
+    """Each violated destination (or, with ``every``, each destination) and the tests that
+    reached it: one line per destination, for a suite where many tests share a culprit."""
+    tests: dict[tuple[str, str], dict[str, None]] = {}
+    status: dict[tuple[str, str], str] = {}
+    for d in destinations:
+        if d.test and (every or not d.verdict.allowed):
+            where = (d.family, d.address)
+            tests.setdefault(where, {}).setdefault(d.test)
+            if status.get(where) != "VIOLATION":
+                status[where] = "OK" if d.verdict.allowed else "VIOLATION"
+    if not tests:
+        return ""
+    lines = ["  netaudit: destinations and the tests that reached them"]
+    for (family, address), names in tests.items():
+        shown = ", ".join(list(names)[:MAX_TESTS])
+        more = f", +{len(names) - MAX_TESTS} more" if len(names) > MAX_TESTS else ""
+        what = _count(len(names), "test")
+        lines.append(f"    {family} {address} {status[(family, address)]}: {what}: {shown}{more}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,248 @@
+"""The plugin inside the traced session: it marks where each test starts and ends, and at the
+end asks the supervisor for what the run did, judges it and reports it.
+
+One Driver per traced pytest process: the session itself, each xdist worker (which only
+marks its tests; the controller reports), and any ``pytest --netaudit`` run from a test,
+which reports its own part of the trace.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import json
+import os
+import platform
+import socket
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from .. import markers, version
+from ..audit import judge
+from ..model import AuditResult, MarkVerb, RunInfo
+from ..proctree import tracer_pid
+from ..render import json as json_report
+from ..render import text
+from ..settings import Settings
+from ..supervisor import RunAudit, connect, read_audit
+from ..trace import TRACED_SYSCALLS
+from .status import INTERNAL_ERROR, TESTS_FAILED, worse
+
+
+@dataclass(frozen=True)
+class Role:
+    """Which run this process drives, and where its supervisor listens."""
+
+    token: str
+    run: str
+    worker: str = ""
+
+    @property
+    def reports(self) -> bool:
+        """xdist workers only mark; their controller reports for the whole run."""
+        return not self.worker
+
+
+class Driver:
+    """Registered as a plugin in each traced pytest process that drives a run."""
+
+    def __init__(self, config: pytest.Config, settings: Settings, role: Role) -> None:
+        self.config = config
+        self.settings = settings
+        self.role = role
+        self.started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self.result: AuditResult | None = None
+        self.audit: RunAudit | None = None
+        self.problem = ""
+        self._tests: dict[str, int] = {}
+        self._current = -1
+        self._marker = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            self._control = connect(role.token)
+            self._hello = self._greet()
+        except (OSError, ValueError) as err:
+            self._marker.close()
+            raise pytest.UsageError(
+                f"netaudit: cannot reach the supervisor of this traced session ({err}); "
+                "run pytest --netaudit from outside any traced process"
+            ) from err
+        traced_by = tracer_pid(os.getpid())
+        if traced_by != self._hello.get("strace_pid"):
+            self.close()
+            raise pytest.UsageError(
+                "netaudit: this process is not traced by its session's strace "
+                f"(TracerPid {traced_by}); the audit cannot run here"
+            )
+        self._mark(MarkVerb.START)
+
+    def _greet(self) -> dict[str, Any]:
+        self._send({"op": "hello", "run": self.role.run, "worker": self.role.worker,
+                    "pid": os.getpid()})  # fmt: skip
+        line = b""
+        while not line.endswith(b"\n"):
+            part = self._control.recv(4096)
+            if not part:
+                raise ValueError("the supervisor closed the connection")
+            line += part
+        hello: dict[str, Any] = json.loads(line)
+        return hello
+
+    def _send(self, message: dict[str, object]) -> None:
+        """A plain write(2), not send(2): sendto is traced, and each would cost a stop."""
+        data = (json.dumps(message) + "\n").encode()
+        fd = self._control.fileno()
+        while data:
+            data = data[os.write(fd, data) :]
+
+    def _mark(self, verb: MarkVerb, test: int = -1) -> None:
+        address = markers.address(self.role.run, verb, test, self.role.worker)
+        if self._marker.connect_ex(address) != errno.ECONNREFUSED:
+            # The socket was closed under us (a test closing every fd), or a stranger listens.
+            self._marker = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._marker.connect_ex(address)
+
+    def close(self) -> None:
+        self._marker.close()
+        self._control.close()
+
+    # -- test boundaries ----------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_protocol(
+        self, item: pytest.Item, nextitem: pytest.Item | None
+    ) -> Generator[None, object, object]:
+        test = self._index(item)
+        self._current = test
+        self._mark(MarkVerb.BEGIN, test)
+        try:
+            return (yield)
+        finally:
+            self._current = -1
+            self._mark(MarkVerb.END)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_fixture_setup(
+        self, fixturedef: pytest.FixtureDef[object], request: pytest.FixtureRequest
+    ) -> Generator[None, object, object]:
+        """A fixture wider than a test belongs to the session, its set-up and its tear-down
+        alike, even though both run inside some test's protocol."""
+        if fixturedef.scope == "function" or self._current < 0:
+            return (yield)
+        fixturedef.addfinalizer(self._resume)  # finalizers run last-in, first-out
+        self._mark(MarkVerb.END)
+        try:
+            return (yield)
+        finally:
+            self._resume()
+            fixturedef.addfinalizer(self._pause)
+
+    def _pause(self) -> None:
+        if self._current >= 0:
+            self._mark(MarkVerb.END)
+
+    def _resume(self) -> None:
+        if self._current >= 0:
+            self._mark(MarkVerb.BEGIN, self._current)
+
+    def _index(self, item: pytest.Item) -> int:
+        test = self._tests.get(item.nodeid)
+        if test is None:
+            test = self._tests[item.nodeid] = len(self._tests)
+            path, line, _ = item.location
+            where = path if line is None else f"{path}:{line + 1}"
+            self._send({"op": "test", "run": self.role.run, "worker": self.role.worker,
+                        "test": test, "nodeid": item.nodeid, "location": where})  # fmt: skip
+        return test
+
+    # -- the report ---------------------------------------------------------------------
+
+    def pytest_report_header(self) -> list[str]:
+        mode = "seccomp-bpf" if self._hello.get("seccomp_bpf") else "plain ptrace (slower)"
+        return [
+            f"netaudit: auditing network egress; allowlist: {self.settings.allowlist.describe()}",
+            f"netaudit: strace {self._hello.get('strace_version')} "
+            f"({self._hello.get('strace')}, {mode})",
+        ]
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if not self.role.reports:
+            return
+        self._mark(MarkVerb.FINISH)
+        try:
+            self._send({"op": "finish", "run": self.role.run})
+            audit = self.audit = read_audit(self._control)
+        except (OSError, ValueError, EOFError) as err:
+            self.problem = f"the supervisor did not answer ({err})"
+            return self._fail(session, INTERNAL_ERROR)
+        self.problem = audit.problem
+        result = self.result = AuditResult(
+            judge(audit.destinations, self.settings.allowlist.load()), audit.findings, audit.stats
+        )
+        if result.findings or self.problem:
+            self._fail(session, INTERNAL_ERROR)
+        elif result.violations:
+            self._fail(session, TESTS_FAILED)
+        if self.settings.report is not None:
+            self._write_report(result, int(session.exitstatus))
+
+    def _fail(self, session: pytest.Session, failure: int) -> None:
+        session.exitstatus = worse(int(session.exitstatus), failure)
+
+    def _write_report(self, result: AuditResult, status: int) -> None:
+        assert self.settings.report is not None and self.audit is not None
+        run = RunInfo(
+            started=self.started,
+            host=platform.node(),
+            netaudit_version=version(),
+            command=("pytest", *self.config.invocation_params.args),
+            allowlist=_path(self.settings),
+            strace_version=self._hello.get("strace_version"),
+            syscalls=TRACED_SYSCALLS,
+            exit_status=status,
+        )
+        document = json_report.to_json(result, run, dict(self.audit.locations))
+        try:
+            self.settings.report.write_text(document, encoding="utf-8")
+        except OSError as err:
+            self.problem = f"cannot write the report {self.settings.report}: {err.strerror}"
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        tr, result = terminalreporter, self.result
+        if self.problem:
+            tr.write_line(f"netaudit: audit incomplete: {self.problem}", red=True, bold=True)
+        if result is None:
+            return
+        locations = dict(self.audit.locations) if self.audit is not None else {}
+        for finding in result.findings:
+            tr.write_line(f"netaudit: {finding}", red=True, bold=True)
+        if self.settings.verbose:
+            tr.write_line("")
+            for line in text.verbose_table(result.destinations, locations).splitlines():
+                tr.write_line(line)
+        tr.write_line("")
+        block = text.violations_block(result, locations)
+        for line in block.splitlines():
+            header = line.startswith((text.BAR, "  netaudit:"))
+            tr.write_line(line, red=bool(result.violations) and header, bold=header,
+                          green=not result.violations)  # fmt: skip
+        summary = text.by_destination(result.destinations, every=self.settings.verbose)
+        if summary:
+            tr.write_line("")
+            for line in summary.splitlines():
+                tr.write_line(line)
+        if self.settings.suggest_rules and result.violations:
+            from ..render.suggest import suggest_rules  # loads PyYAML, needed only here
+
+            tr.write_line("")
+            tr.write_line("netaudit: rules that would allow the violations above:")
+            for line in suggest_rules(result.violations).splitlines():
+                tr.write_line(line)
+
+
+def _path(settings: Settings) -> str | None:
+    path = settings.allowlist.path
+    return None if path is None else str(path)

@@ -1,0 +1,94 @@
+"""The plugin's options and how they resolve against ``[tool.netaudit]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from ..errors import ConfigError
+from ..settings import ProjectConfig, Settings, check_report_path, load_project_config, resolve
+
+#: Options that only show information: no test runs, so nothing needs tracing.
+_NO_RUN = ("help", "version", "collectonly", "showfixtures", "show_fixtures_per_test",
+           "markers", "setupplan")  # fmt: skip
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("netaudit", "network egress audit (netaudit)")
+    group.addoption(
+        "--netaudit",
+        action="store_true",
+        default=False,
+        help="audit the network egress of this session under strace",
+    )
+    group.addoption(
+        "--netaudit-allowlist",
+        metavar="YAML",
+        default=None,
+        help="path to the allowlist YAML (default: [tool.netaudit] allowlist, else "
+        "netaudit.yaml in the current directory, else the built-in rules only)",
+    )
+    group.addoption(
+        "--netaudit-verbose",
+        action="store_true",
+        default=None,
+        help="show every network event with the rule that allowed it, not only violations",
+    )
+    group.addoption(
+        "--netaudit-report",
+        metavar="PATH",
+        default=None,
+        help="also write the JSON report (per test) to PATH, even when the run is clean",
+    )
+    group.addoption(
+        "--netaudit-suggest-rules",
+        action="store_true",
+        default=None,
+        help="print allowlist rules that would allow the violations",
+    )
+
+
+def project_config(config: pytest.Config) -> ProjectConfig:
+    """``[tool.netaudit]`` from the pyproject.toml pytest uses: its inifile when that is a
+    pyproject.toml, else the one in its rootdir."""
+    inipath = config.inipath
+    if inipath is not None and inipath.name == "pyproject.toml":
+        candidate: Path = inipath
+    else:
+        candidate = config.rootpath / "pyproject.toml"
+    try:
+        return load_project_config(candidate if candidate.is_file() else None)
+    except ConfigError as err:
+        raise pytest.UsageError(f"netaudit: {err}") from err
+
+
+def enabled(options: argparse.Namespace, project: ProjectConfig) -> bool:
+    return bool(getattr(options, "netaudit", False)) or project.get("enabled") is True
+
+
+def runs_tests(options: argparse.Namespace) -> bool:
+    """False for --help, --version, --collect-only and the like: they need no tracing."""
+    return not any(getattr(options, name, False) for name in _NO_RUN)
+
+
+def settings(
+    config: pytest.Config, options: argparse.Namespace, project: ProjectConfig
+) -> Settings:
+    """Resolved once per process; a bad setting or allowlist is a usage error (exit 4)."""
+    try:
+        resolved = resolve(
+            config.invocation_params.dir,
+            allowlist=options.netaudit_allowlist,
+            verbose=options.netaudit_verbose,
+            report=options.netaudit_report,
+            suggest_rules=options.netaudit_suggest_rules,
+            config=project,
+        )
+        resolved.allowlist.load()  # checked now, before any test runs
+        if resolved.report is not None:
+            check_report_path(resolved.report)
+    except ConfigError as err:
+        raise pytest.UsageError(f"netaudit: {err}") from err
+    return resolved

@@ -1,0 +1,14 @@
+"""pytest's exit statuses, and how a failed audit changes them."""
+
+from __future__ import annotations
+
+OK, TESTS_FAILED, INTERRUPTED, INTERNAL_ERROR, USAGE_ERROR, NO_TESTS = 0, 1, 2, 3, 4, 5
+
+
+def worse(status: int, failure: int) -> int:
+    """Violations (TESTS_FAILED) fail a passing session; an incomplete audit
+    (INTERNAL_ERROR) fails any session whose tests ran to the end. Neither hides a usage
+    error, an internal error or an interruption."""
+    if status in (OK, NO_TESTS) or (status == TESTS_FAILED and failure == INTERNAL_ERROR):
+        return failure
+    return status

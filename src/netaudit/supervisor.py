@@ -1,0 +1,331 @@
+"""The supervisor of a traced test session: it reads the trace while the session runs and
+tells each run inside it what that run did.
+
+The supervisor runs strace around a command (a pytest session) and, in two threads of its
+own, follows the log as strace writes it (parse -> attribute -> fold) and serves a control
+socket. Each test run inside the traced tree (the session itself, its xdist workers, and any
+``pytest --netaudit`` a test starts) connects there, says which run it drives, sends the
+table of its tests as they start, and at its end asks for its part of the trace. Because the
+run puts a FINISH marker in the trace before it asks, and a traced process only goes on once
+strace has written its line, the answer covers everything the run did up to that point.
+
+The control socket is an abstract AF_UNIX address named after a random token: no file to
+clean up, and nothing for the traced tree to find but the token it is given.
+
+Protocol, one JSON object per line from the run; replies are a JSON line to ``hello`` and a
+length-prefixed pickle of ``RunAudit`` to ``finish`` (the supervisor is the trusted side,
+so only it sends pickles):
+``{"op": "hello", "run", "worker", "pid"}``, ``{"op": "test", "run", "worker", "test",
+"nodeid", "location"}``, ``{"op": "finish", "run"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from . import markers
+from .attribute import Attributed, Lineage
+from .audit import Folder, merge
+from .model import SESSION, Destination, Finding, Mark, MarkVerb, TraceStats
+from .parse import Parser
+from .trace import TracedRun, Tracer
+
+ENV_SUPERVISOR = "NETAUDIT_SUPERVISOR"
+ENV_RUN = "NETAUDIT_RUN"
+_POLL = 0.005
+_CHUNK = 1 << 20
+_MAX_LINE = 1 << 20
+_NAME_WAIT = 2.0
+_HEADER = struct.Struct("!Q")
+
+
+@dataclass(frozen=True)
+class RunAudit:
+    """What one run did, folded but not judged: the run judges it with its own allowlist."""
+
+    destinations: tuple[Destination, ...]
+    findings: tuple[Finding, ...] = ()
+    stats: TraceStats = field(default_factory=TraceStats)
+    #: nodeid -> "file:line", for the tests that appear in ``destinations``.
+    locations: tuple[tuple[str, str], ...] = ()
+    #: Why the audit of this run is incomplete; "" when it is complete.
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class TracerInfo:
+    """What a run learns from the supervisor when it says hello."""
+
+    strace_pid: int
+    strace: str
+    strace_version: str
+    seccomp_bpf: bool
+
+
+@dataclass
+class _Run:
+    tests: dict[tuple[str, int], tuple[str, str]] = field(default_factory=dict)
+    finished: bool = False
+    served: bool = False
+
+
+class Supervisor:
+    """Runs a command under strace and audits it live; one per traced session."""
+
+    def __init__(self, tracer: Tracer, run: str, traced: TracedRun | None = None) -> None:
+        self.tracer = tracer
+        self.run_id = run
+        self.token = markers.new_run_id() + markers.new_run_id()
+        self.traced = traced if traced is not None else TracedRun(tracer)
+        self._cond = threading.Condition()
+        self._runs: dict[str, _Run] = {run: _Run()}
+        self._folder = Folder()
+        self._late = Folder()
+        self._parser = Parser()
+        self._done = threading.Event()
+        self._consumed = False
+        self._failure = ""
+        self._server: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def address(self) -> bytes:
+        return markers.address(self.token, MarkVerb.CONTROL)
+
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        """The traced command's environment: where the supervisor is, and which run it is."""
+        return {**base, ENV_SUPERVISOR: self.token, ENV_RUN: self.run_id}
+
+    def run(self, command: Sequence[str], *, env: Mapping[str, str], cwd: str) -> int:
+        """Runs the command to its end and returns its status; the log is read meanwhile."""
+        with self.traced:
+            server = self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                server.bind(self.address)
+                server.listen(64)
+                self._start(self._serve, "netaudit-control")
+                self._start(self._consume, "netaudit-consume")
+                try:
+                    return self.traced.run(command, env=env, cwd=cwd)
+                finally:
+                    self._done.set()
+                    for thread in self._threads[1:]:
+                        thread.join()
+            finally:
+                server.close()
+
+    def _start(self, target: object, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
+        thread.start()
+        self._threads.append(thread)
+
+    # -- reading the log ----------------------------------------------------------------
+
+    def _consume(self) -> None:
+        lineage = Lineage(root=(self.run_id, SESSION))
+        try:
+            with self._cond:
+                items = lineage.attribute(self._parser.records(self._follow()))
+                self._folder.feed(_until_late(items, self), self._on_mark)
+                self._late.feed(items)
+        except Exception as exc:  # any failure here makes the audit incomplete
+            self._failure = f"reading the trace failed: {exc!r}"
+        finally:
+            with self._cond:
+                self._consumed = True
+                self._cond.notify_all()
+
+    def _follow(self) -> Iterator[str]:
+        """The log's lines as strace writes them, until strace is gone and all is read.
+
+        Called with the condition held; it lets go only while waiting for more, so a run's
+        question is answered from a log read as far as it has been written.
+        """
+        path = self.traced.log_path
+        while not os.path.exists(path):
+            if self._done.is_set():
+                return
+            self._cond.wait(_POLL)
+        with open(path, "rb") as log:
+            rest = b""
+            while True:
+                chunk = log.read(_CHUNK)
+                if chunk:
+                    lines = (rest + chunk).split(b"\n")
+                    rest = lines.pop()
+                    for line in lines:
+                        yield line.decode("utf-8", "surrogateescape") + "\n"
+                    continue
+                if self._done.is_set():
+                    break
+                self._cond.notify_all()
+                self._cond.wait(_POLL)
+            if rest:
+                yield rest.decode("utf-8", "surrogateescape")
+
+    def _on_mark(self, mark: Mark) -> None:
+        if mark.verb is MarkVerb.FINISH and not mark.worker:
+            self._runs.setdefault(mark.run, _Run()).finished = True
+            self._cond.notify_all()
+
+    @property
+    def top_finished(self) -> bool:
+        return self._runs[self.run_id].finished
+
+    # -- answering runs -----------------------------------------------------------------
+
+    def _serve(self) -> None:
+        assert self._server is not None
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return  # closed: the session is over
+            threading.Thread(
+                target=self._talk, args=(conn,), name="netaudit-run", daemon=True
+            ).start()
+
+    def _talk(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as stream:
+            for raw in iter(lambda: stream.readline(_MAX_LINE), b""):
+                try:
+                    message = json.loads(raw)
+                    op = message["op"]
+                except (ValueError, KeyError, TypeError):
+                    continue  # a run speaks this protocol or says nothing
+                if op == "hello":
+                    conn.sendall(json.dumps(self._hello()).encode() + b"\n")
+                elif op == "test":
+                    self._table(message)
+                elif op == "finish":
+                    answer = pickle.dumps(self.audit_of(str(message.get("run", ""))))
+                    conn.sendall(_HEADER.pack(len(answer)) + answer)
+
+    def _hello(self) -> dict[str, object]:
+        return {
+            "strace_pid": self.traced.strace_pid,
+            "strace": self.tracer.path,
+            "strace_version": self.tracer.version,
+            "seccomp_bpf": self.tracer.seccomp_bpf,
+        }
+
+    def _table(self, message: Mapping[str, object]) -> None:
+        run, worker, test = message.get("run"), message.get("worker", ""), message.get("test")
+        nodeid, location = message.get("nodeid"), message.get("location", "")
+        if not (isinstance(run, str) and isinstance(worker, str) and isinstance(test, int)):
+            return
+        if isinstance(nodeid, str) and isinstance(location, str):
+            with self._cond:
+                entry = self._runs.setdefault(run, _Run())
+                entry.tests[(markers.safe_worker(worker), test)] = (nodeid, location)
+                self._cond.notify_all()
+
+    def audit_of(self, run: str) -> RunAudit:
+        """Waits until the log has been read up to the run's FINISH marker, then folds."""
+        with self._cond:
+            entry = self._runs.setdefault(run, _Run())
+            self._cond.wait_for(lambda: entry.finished or self._consumed)
+            entry.served = True
+            problem = self._failure
+            if not entry.finished:
+                problem = problem or "the trace ended before the run finished"
+            return self._named(
+                run, self._folder.destinations(run), self._folder.findings(run), problem
+            )
+
+    def _named(
+        self,
+        run: str,
+        destinations: Sequence[Destination],
+        findings: Sequence[Finding],
+        problem: str,
+    ) -> RunAudit:
+        """Test keys replaced by nodeids (waiting a moment for a table line still in flight)."""
+        tests = self._runs[run].tests
+        wanted = {d.test for d in destinations} | {f.test for f in findings}
+        keys = {key for key in wanted if key != SESSION}
+        deadline = time.monotonic() + _NAME_WAIT
+        while any(_split(key) not in tests for key in keys):
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._cond.wait(left):
+                break
+        names = {key: tests.get(_split(key), (f"<unnamed test {key}>", ""))[0] for key in keys}
+        names[SESSION] = SESSION
+        folded: dict[tuple[object, ...], Destination] = {}
+        for d in destinations:
+            d = replace(d, test=names.get(d.test, d.test))
+            where = (d.test, d.endpoint, d.raw, d.after_test)
+            folded[where] = merge(folded[where], d) if where in folded else d
+        return RunAudit(
+            destinations=tuple(folded.values()),
+            findings=tuple(replace(f, test=names.get(f.test, f.test)) for f in findings),
+            stats=self._parser.stats,
+            locations=tuple(sorted(set(tests.values()))),
+            problem=problem,
+        )
+
+    def leftovers(self) -> tuple[RunAudit, bool]:
+        """After the session: what the top run did that its own report could not cover, and
+        whether that is all it did (its report never came, say after a crash)."""
+        run = self.run_id
+        with self._cond:
+            if self._runs[run].served:
+                late = self._late
+                return self._named(run, late.destinations(run), late.findings(run), ""), False
+            return self._named(
+                run, self._folder.destinations(run), self._folder.findings(run), self._failure
+            ), True
+
+
+def _split(key: str) -> tuple[str, int]:
+    worker, _, test = key.rpartition(":")
+    return worker, int(test) if test.isdigit() else -1
+
+
+def _until_late(items: Iterator[Attributed], supervisor: Supervisor) -> Iterator[Attributed]:
+    """The stream until the top run has asked for its report; the rest is 'late'."""
+    for item in items:
+        yield item
+        if supervisor.top_finished:
+            return
+
+
+def connect(token: str, timeout: float = 10.0) -> socket.socket:
+    """A run's connection to its supervisor."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(markers.address(token, MarkVerb.CONTROL))
+    except OSError:
+        sock.close()
+        raise
+    sock.settimeout(None)
+    return sock
+
+
+def read_audit(sock: socket.socket) -> RunAudit:
+    header = _read_exactly(sock, _HEADER.size)
+    (size,) = _HEADER.unpack(header)
+    answer = pickle.loads(_read_exactly(sock, size))
+    if not isinstance(answer, RunAudit):
+        raise ValueError("the supervisor's answer is not a RunAudit")
+    return answer
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    parts, left = [], size
+    while left:
+        part = sock.recv(min(left, _CHUNK))
+        if not part:
+            raise ConnectionError("the supervisor closed the connection")
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
