@@ -96,6 +96,35 @@ def run_workloads(rounds: int, peer_exe: Path | None, scratch: str) -> None:
         table(f"{title} ({rounds} rounds, median wall time)", times, "untraced", peer_key)
 
 
+def trivial_suite(folder: Path, tests: int = 2000) -> Path:
+    """A suite of trivial tests, 100 per module, with its own rootdir."""
+    folder.mkdir()
+    (folder / "pytest.ini").write_text("[pytest]\n")
+    for module in range(tests // 100):
+        body = "".join(f"def test_{n}():\n    pass\n\n" for n in range(100))
+        (folder / f"test_m{module}.py").write_text(body)
+    return folder
+
+
+def run_pytest_suites(rounds: int, scratch: str) -> None:
+    """`pytest --netaudit` against plain pytest on the same suite, with and without xdist."""
+    suite = trivial_suite(Path(scratch) / "trivial")
+    log = os.path.join(scratch, "pytest-floor.log")
+    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:netaudit"]
+    for title, extra in (("2000 trivial tests", []), ("2000 trivial tests, -n 2", ["-n", "2"])):
+        runs = {
+            "untraced": [*pytest, *extra, str(suite)],
+            "raw strace (floor)": strace_argv(find_tracer(), log, [*pytest, *extra, str(suite)]),
+            "pytest --netaudit": [*pytest[:-2], "--netaudit", *extra, str(suite)],
+        }
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        measure(runs["untraced"])  # warm the page cache
+        for _ in range(rounds):
+            for name, argv in runs.items():
+                times[name].append(measure(argv)[0])
+        table(f"pytest: {title} ({rounds} rounds, median wall time)", times, "untraced", None)
+
+
 def run_analysis(events: int, rounds: int, peer_exe: Path | None, scratch: str) -> None:
     logs: dict[str, tuple[list[str], dict[str, Path | None]]] = {
         "every kind of call, -ttt": ([], {"netaudit analyze": None}),
@@ -129,6 +158,9 @@ def run_analysis(events: int, rounds: int, peer_exe: Path | None, scratch: str) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", choices=("workloads", "pytest", "analysis"), help="run one section only"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--no-peer", action="store_true", help="skip the PyPI netaudit")
@@ -140,8 +172,12 @@ def main() -> None:
     peer_exe = None if args.no_peer else peer()
     print(f"machine: {os.uname().nodename}, {os.cpu_count()} CPUs, Linux {os.uname().release}")
     with tempfile.TemporaryDirectory(prefix="netaudit-bench-") as scratch:
-        run_workloads(args.rounds, peer_exe if args.peer_run else None, scratch)
-        run_analysis(args.events, max(3, args.rounds // 2), peer_exe, scratch)
+        if args.only in (None, "workloads"):
+            run_workloads(args.rounds, peer_exe if args.peer_run else None, scratch)
+        if args.only in (None, "pytest"):
+            run_pytest_suites(args.rounds, scratch)
+        if args.only in (None, "analysis"):
+            run_analysis(args.events, max(3, args.rounds // 2), peer_exe, scratch)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from netaudit.errors import TracerUnavailable
 from netaudit.trace import Tracer, find_tracer
 from tests import netns as netns_helper
 
+pytest_plugins = ["pytester"]
+
 
 def _missing(what: str) -> None:
     if os.environ.get("CI") == "true":

@@ -1,10 +1,15 @@
-"""Runs the netaudit command line as a user would: its own process, its output captured."""
+"""Runs the netaudit command line, and pytest with the plugin, as a user would: in a
+process of its own, with its output captured."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections.abc import Mapping
 from pathlib import Path
+
+import pytest
 
 from tests.netns import Netns
 
@@ -16,4 +21,31 @@ def netaudit(
     argv = [sys.executable, "-m", "netaudit", *args]
     return subprocess.run(
         netns(argv) if netns else argv, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def pytest_run(
+    *args: str,
+    cwd: Path,
+    netns: Netns | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 180,
+) -> pytest.RunResult:
+    """``python -m pytest ARGS`` in ``cwd`` in a process of its own, as a user would run it
+    (the plugin loads from its entry point); inside a private network namespace if given."""
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+    started = time.monotonic()
+    done = subprocess.run(
+        netns(argv) if netns else argv,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=None if env is None else dict(env),
+    )
+    return pytest.RunResult(
+        done.returncode,
+        done.stdout.splitlines(),
+        done.stderr.splitlines(),
+        time.monotonic() - started,
     )

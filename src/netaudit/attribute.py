@@ -27,6 +27,7 @@ from .model import (
     Process,
     Record,
     Spawn,
+    Started,
 )
 
 #: How many records a thread's lines may wait for the clone() that names it.
@@ -69,15 +70,17 @@ class Lineage:
         self._root_chain = (Span(root[0], "", -1, root[1]),)
         self._chains: dict[int, tuple[Span, ...]] = {}
         self._current: dict[tuple[str, str], int] = {}
+        #: Where split calls began: (tid, line) -> (test, after_test, run) per span.
+        self._started: dict[tuple[int, int], list[tuple[str, bool, str]]] = {}
 
     def attribute(self, records: Iterable[Record]) -> Iterator[Attributed]:
         """Yields an event per network call and a finding per hazard, in stream order, and
         passes markers through."""
         pid_of, process, held, new = self._pid_of, self._process, self._held, tuple.__new__
-        chains, (root_run, root_key) = self._chains, self._root
+        chains, (root_run, root_key), started = self._chains, self._root, self._started
         for record in records:
             self._seq += 1
-            if type(record) is NetCall and record.tid in pid_of and not held:
+            if type(record) is NetCall and record.tid in pid_of and not held and not started:
                 # The common case, inline; tuple.__new__ skips NamedTuple's slower __new__.
                 pid = pid_of[record.tid]
                 if pid in chains:
@@ -106,7 +109,15 @@ class Lineage:
                 return
         pid = self._pid_of[tid]
         if type(record) is NetCall:
-            yield from self._events(record, self._process[pid], self._chain(pid))
+            began = self._started.pop((record.tid, record.line), None)
+            if began is None:
+                yield from self._events(record, self._process[pid], self._chain(pid))
+            else:
+                process = self._process[pid]
+                for test, after, run in began:
+                    yield NetEvent(record, process, test, after, run)
+        elif isinstance(record, Started):
+            self._started[(record.tid, record.line)] = self._where(self._chain(pid))
         elif isinstance(record, Spawn):
             yield from self._spawn(record)
         elif isinstance(record, Exec):
@@ -125,10 +136,16 @@ class Lineage:
     def _events(
         self, call: NetCall, process: Process, chain: tuple[Span, ...]
     ) -> Iterator[NetEvent]:
+        for test, after, run in self._where(chain):
+            yield NetEvent(call, process, test, after, run)
+
+    def _where(self, chain: tuple[Span, ...]) -> list[tuple[str, bool, str]]:
+        """(test, after_test, run) for each span of a chain, as of now."""
         current = self._current
-        for run, worker, index, key in chain:
-            after = index >= 0 and current.get((run, worker)) != index
-            yield NetEvent(call, process, key, after, run)
+        return [
+            (key, test >= 0 and current.get((run, worker)) != test, run)
+            for run, worker, test, key in chain
+        ]
 
     def _mark(self, pid: int, mark: Mark) -> None:
         """Moves the driving process's span in the marker's run."""
@@ -145,7 +162,8 @@ class Lineage:
             span = Span(mark.run, mark.worker, mark.test, markers.test_key(mark.worker, mark.test))
         else:
             span = Span(mark.run, mark.worker, -1, SESSION)
-        chain = list(self._chain(pid))
+        # A log judged without a supervisor has an anonymous root: a run replaces it.
+        chain = [span for span in self._chain(pid) if span.run]
         # An xdist worker inherits its controller's span of the same run, and replaces it.
         same = [i for i, old in enumerate(chain) if old.run == mark.run]
         if same:
@@ -182,6 +200,8 @@ class Lineage:
                 if pid == 0:
                     self._pid_of[task] = tid
             self._pid_of[tid] = tid
+            if 0 in self._chains:
+                self._chains[tid] = self._chains.pop(0)
             return
         self._pid_of[tid] = tid
         self._process[tid] = Process(pid=tid, parent=None, program=UNKNOWN_PROGRAM)

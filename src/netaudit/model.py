@@ -167,8 +167,20 @@ class Mark:
     line: int = 0
 
 
+@dataclass(frozen=True)
+class Started:
+    """A sending call that strace split: it began here, and its NetCall comes when it ends.
+
+    Attribution is decided here, where the call was made, not where it returned: a thread
+    blocked in connect() while its test ends must not be blamed on the next test.
+    """
+
+    tid: int
+    line: int
+
+
 #: What the parser yields, in log order.
-Record = Union[NetCall, Spawn, Exec, Hazard, Mark]
+Record = Union[NetCall, Spawn, Exec, Hazard, Mark, Started]
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,9 @@ class Supervisor:
         self._parser = Parser()
         self._done = threading.Event()
         self._consumed = False
+        #: How many times the reader has caught up with strace; how many lines it has read.
+        self._caught_up = 0
+        self._lines = 0
         self._failure = ""
         self._server: socket.socket | None = None
         self._threads: list[threading.Thread] = []
@@ -161,14 +164,17 @@ class Supervisor:
                 if chunk:
                     lines = (rest + chunk).split(b"\n")
                     rest = lines.pop()
+                    self._lines += len(lines)
                     for line in lines:
                         yield line.decode("utf-8", "surrogateescape") + "\n"
                     continue
                 if self._done.is_set():
                     break
+                self._caught_up += 1
                 self._cond.notify_all()
                 self._cond.wait(_POLL)
             if rest:
+                self._lines += 1
                 yield rest.decode("utf-8", "surrogateescape")
 
     def _on_mark(self, mark: Mark) -> None:
@@ -229,14 +235,26 @@ class Supervisor:
                 self._cond.notify_all()
 
     def audit_of(self, run: str) -> RunAudit:
-        """Waits until the log has been read up to the run's FINISH marker, then folds."""
+        """Waits until the log has been read up to the run's FINISH marker, then folds.
+
+        The run asks only once its marker is in the log, so a reader that has caught up
+        twice since the question and still not seen it never will: the answer then says so,
+        rather than keep the session waiting.
+        """
         with self._cond:
             entry = self._runs.setdefault(run, _Run())
-            self._cond.wait_for(lambda: entry.finished or self._consumed)
+            asked = self._caught_up
+            self._cond.wait_for(
+                lambda: entry.finished or self._consumed or self._caught_up >= asked + 2
+            )
             entry.served = True
             problem = self._failure
-            if not entry.finished:
-                problem = problem or "the trace ended before the run finished"
+            if not entry.finished and not problem:
+                problem = (
+                    "the trace ended before the run finished"
+                    if self._consumed
+                    else "the run's end marker never reached the trace"
+                )
             return self._named(
                 run, self._folder.destinations(run), self._folder.findings(run), problem
             )
@@ -264,10 +282,13 @@ class Supervisor:
             d = replace(d, test=names.get(d.test, d.test))
             where = (d.test, d.endpoint, d.raw, d.after_test)
             folded[where] = merge(folded[where], d) if where in folded else d
+        calls = sum(d.count for d in destinations)
+        unparsed = sum(d.count for d in destinations if d.endpoint is None)
         return RunAudit(
             destinations=tuple(folded.values()),
             findings=tuple(replace(f, test=names.get(f.test, f.test)) for f in findings),
-            stats=self._parser.stats,
+            # The parser's own counts are written back only when its stream ends.
+            stats=replace(self._parser.stats, lines=self._lines, calls=calls, unparsed=unparsed),
             locations=tuple(sorted(set(tests.values()))),
             problem=problem,
         )

@@ -23,13 +23,17 @@ from netaudit.model import (
     Exec,
     Hazard,
     HazardKind,
+    Mark,
+    MarkVerb,
     NetCall,
     Record,
     Spawn,
+    Started,
     Syscall,
     TraceStats,
 )
-from netaudit.parse import INVALID, UNSEEN, Parser, parse
+from netaudit.parse import INVALID, UNSEEN, Parser
+from netaudit.parse import parse as parse_all
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "strace"
 CONNECT, SENDTO, SENDMSG, SENDMMSG = (
@@ -40,6 +44,11 @@ CONNECT, SENDTO, SENDMSG, SENDMMSG = (
 )
 PY = "/root/.pyenv/versions/3.11.7/bin/python3"
 PY_CUT = "/root/.pyenv/versions/3.11.7/bin"  # argv strings are cut to strace's -s 32
+
+
+def parse(lines: Iterable[str]) -> list[Record]:
+    """The records, without the Started hints that only attribution reads (tested below)."""
+    return [r for r in parse_all(lines) if not isinstance(r, Started)]
 
 
 def lines_of(name: str) -> list[str]:
@@ -305,12 +314,14 @@ def timeless(record: Record) -> Record:
         return Spawn(record.parent, record.child, record.thread, None, record.line)
     if isinstance(record, Exec):
         return Exec(record.tid, record.path, record.argv, None, record.line)
+    if isinstance(record, Mark):
+        return dataclasses.replace(record, time=None)
     return Hazard(record.kind, record.tid, None, record.line)
 
 
 def test_workload_yields_every_call_task_and_hazard_in_log_order() -> None:
     parser = Parser()
-    records = list(parser.records(lines_of("workload")))
+    records = [r for r in parser.records(lines_of("workload")) if not isinstance(r, Started)]
     assert [timeless(r) for r in records] == WORKLOAD
     assert parser.stats == TraceStats(lines=80, calls=19, unparsed=0)
 
@@ -684,7 +695,7 @@ def test_a_new_call_from_a_task_flushes_its_stale_pending_call() -> None:
 
 def test_parse_is_a_fresh_parser_over_the_lines() -> None:
     lines = lines_of("workload")
-    assert list(parse(lines)) == list(Parser().records(lines))
+    assert list(parse_all(lines)) == list(Parser().records(lines))
 
 
 def test_stats_count_lines_calls_and_unparsed_calls() -> None:
@@ -751,3 +762,141 @@ def test_a_seccomp_listener_is_a_hazard_and_a_plain_filter_is_not(line: str, haz
 def test_a_bound_packet_socket_is_a_hazard_and_other_binds_are_not(line: str, hazard: bool) -> None:
     expected = [Hazard(HazardKind.RAW_PACKET, 7962, 1795672216.803596, 1, line.rstrip())]
     assert one(line) == (expected if hazard else [])
+
+
+# In-band markers (see netaudit.markers): a connect to one is a Mark, not a call.
+
+RUN = "0123456789abcdef"
+REFUSED = "-1 ECONNREFUSED (Connection refused)"
+
+
+def marker_line(
+    name: str, tid: int = 4819, fd: str = "3", time: str = "1795673412.252222", shown: str = ""
+) -> str:
+    """A marker connect in the form of markers.log (strace -f -ttt -o); ``shown`` is the name
+    as strace prints it, when it differs from the name."""
+    size = len(name) + 3  # sa_family, the leading NUL, the name
+    name = shown or name
+    return (
+        f'{tid}  {time} connect({fd}, {{sa_family=AF_UNIX, sun_path=@"{name}"}}, {size})'
+        f" = {REFUSED}\n"
+    )
+
+
+def test_the_real_marker_connects_are_marks_and_the_look_alike_stays_a_call() -> None:
+    parser = Parser()
+    records = list(parser.records(lines_of("markers")))
+    assert records == [
+        Mark(4819, RUN, "", MarkVerb.START, -1, 1795673412.252222, 1),
+        Mark(4819, RUN, "gw0", MarkVerb.BEGIN, 12, 1795673412.252822, 2),
+        Mark(4819, RUN, "", MarkVerb.END, -1, 1795673412.253236, 3),
+        Mark(4819, RUN, "", MarkVerb.FINISH, -1, 1795673412.253642, 4),
+        NetCall(
+            CONNECT, 4819, 1795673412.254055, 3, unix("@netaudit:zz:b:1"), "ECONNREFUSED", line=5
+        ),
+    ]
+    assert parser.stats == TraceStats(lines=6, calls=1, unparsed=0)  # a Mark is not a call
+
+
+def test_marker_line_builds_lines_exactly_as_strace_wrote_them() -> None:
+    real = lines_of("markers")
+    assert marker_line(f"netaudit:{RUN}:s") == real[0]
+    assert marker_line(f"netaudit:{RUN}.gw0:b:12", time="1795673412.252822") == real[1]
+
+
+def test_a_repeated_marker_line_is_a_mark_every_time() -> None:
+    # Complete lines are cached by their text: a marker must not be cached as a call.
+    line = marker_line(f"netaudit:{RUN}:e")
+    records = list(parse([line, marker_line("netaudit:zz:b:1"), line, line]))
+    assert [type(r).__name__ for r in records] == ["Mark", "NetCall", "Mark", "Mark"]
+    assert [r.line for r in records] == [1, 2, 3, 4]
+
+
+def test_a_look_alike_repeated_stays_a_call_every_time() -> None:
+    line = marker_line(f"netaudit:{RUN}:s:1")
+    assert [r.dest for r in net(parse([line, line]))] == [unix(f"@netaudit:{RUN}:s:1")] * 2
+
+
+@pytest.mark.parametrize(
+    "fd",
+    ["3<socket:[27453]>", "3<UNIX-DGRAM:[27552]>", "3<UNIX:[27552->0]>"],  # -y, -yy
+)
+def test_a_marker_on_a_decorated_fd_is_still_a_mark(fd: str) -> None:
+    (record,) = one(marker_line(f"netaudit:{RUN}.gw1:b:4", fd=fd))
+    assert record == Mark(4819, RUN, "gw1", MarkVerb.BEGIN, 4, 1795673412.252222, 1)
+
+
+def test_a_hex_escaped_marker_is_still_a_mark() -> None:
+    name = f"netaudit:{RUN}:f"
+    escaped = "".join(f"\\x{ord(c):02x}" for c in name)  # as strace -xx prints it
+    line = marker_line(name, shown=escaped)
+    assert "\\x6e\\x65\\x74" in line and ", 30) = " in line
+    (record,) = one(line)
+    assert record == Mark(4819, RUN, "", MarkVerb.FINISH, -1, 1795673412.252222, 1)
+
+
+def test_only_a_connect_to_a_marker_address_is_a_mark() -> None:
+    # A send to the same name is an ordinary call (no run sends to its markers).
+    line = (
+        f'4819  1795673412.3 sendto(3, "x", 1, 0, {{sa_family=AF_UNIX, '
+        f'sun_path=@"netaudit:{RUN}:s"}}, 30) = {REFUSED}\n'
+    )
+    assert [c.dest for c in net(one(line))] == [unix(f"@netaudit:{RUN}:s")]
+
+
+def test_a_marker_split_by_another_thread_is_still_a_mark() -> None:
+    # The form of markers_threads.log: the mark comes out at its resumed line, with the line
+    # number and time of its start.
+    begin = f'connect(3, {{sa_family=AF_UNIX, sun_path=@"netaudit:{RUN}.gw1:b:0"}}, 36'
+    other = f'connect(4, {{sa_family=AF_UNIX, sun_path=@"netaudit:{RUN}.gw0:b:0"}}, 36)'
+    lines = [
+        f"9628  1795673769.109036 {begin} <unfinished ...>\n",
+        f"9627  1795673769.109063 {other} = {REFUSED}\n",
+        f"9628  1795673769.109103 <... connect resumed>) = {REFUSED}\n",
+    ]
+    assert list(parse(lines)) == [
+        Mark(9627, RUN, "gw0", MarkVerb.BEGIN, 0, 1795673769.109063, 2),
+        Mark(9628, RUN, "gw1", MarkVerb.BEGIN, 0, 1795673769.109036, 1),
+    ]
+
+
+def test_a_marker_left_unfinished_at_the_end_is_still_a_mark() -> None:
+    line = marker_line(f"netaudit:{RUN}:f").replace(f") = {REFUSED}\n", " <unfinished ...>\n")
+    assert one(line) == [Mark(4819, RUN, "", MarkVerb.FINISH, -1, 1795673412.252222, 1)]
+
+
+def test_split_marker_connects_from_two_real_threads_are_all_marks_in_order() -> None:
+    lines = lines_of("markers_threads")
+    assert sum("<unfinished ...>" in line for line in lines) == 15
+    parser = Parser()
+    records = list(parser.records(lines))
+    marks = [r for r in records if isinstance(r, Mark)]
+    assert not net(records)
+    assert parser.stats.calls == 0
+    for tid, worker in ((9627, "gw0"), (9628, "gw1")):
+        mine = [m for m in marks if m.tid == tid]
+        # Each thread's marks in the order it made them: BEGIN i, END, for i in 0..4.
+        assert [(m.verb, m.test) for m in mine] == [
+            step for i in range(5) for step in ((MarkVerb.BEGIN, i), (MarkVerb.END, -1))
+        ]
+        assert {(m.run, m.worker) for m in mine} == {(RUN, worker)}
+        # Each keeps the line and time where its connect started, which names it.
+        for m in mine:
+            start = lines[m.line - 1]
+            assert start.startswith(f"{tid}  ") and f".{worker}:" in start
+            assert m.time == float(start.split()[1])
+    assert len(marks) == 20
+
+
+def test_a_split_sending_call_says_where_it_started() -> None:
+    lines = [
+        "4242  1795634279.426813 connect(5, {sa_family=AF_INET, sin_port=htons(53), "
+        'sin_addr=inet_addr("192.0.2.53")}, 16 <unfinished ...>\n',
+        "4243  1795634279.426900 clone(child_stack=NULL, flags=SIGCHLD) = 4244\n",
+        "4242  1795634279.527000 <... connect resumed>) = -1 ETIMEDOUT (Connection timed out)\n",
+    ]
+    records = list(parse_all(lines))
+    assert records[0] == Started(4242, 1)
+    assert [type(r).__name__ for r in records] == ["Started", "Spawn", "NetCall"]
+    call = records[2]
+    assert isinstance(call, NetCall) and (call.tid, call.line) == (4242, 1)

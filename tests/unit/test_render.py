@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from netaudit.model import AuditResult, Destination, Endpoint, RunInfo, TraceStats, Verdict
+from netaudit.render import text
 from netaudit.render.json import SCHEMA_VERSION, to_json
-from netaudit.render.text import report, verbose_table, violations_block
+from netaudit.render.text import MAX_TESTS, by_destination, report, verbose_table, violations_block
 
 RULE = "=" * 60
 
@@ -131,3 +133,111 @@ def test_the_json_report_is_written_for_a_clean_run_too() -> None:
     doc = json.loads(to_json(AuditResult(destinations=()), run))
     assert doc["summary"]["clean"] is True
     assert doc["destinations"] == [] and doc["violations"] == []
+
+
+# Locations ("file:line") and the by-destination summary.
+
+FETCH = "tests/test_api.py::test_fetch_data"
+WHERE = {FETCH: "tests/test_api.py:12"}
+OK = "loopback (IPv4)"
+
+
+def test_a_test_header_names_the_test_then_its_location_when_known() -> None:
+    assert text.test_header(FETCH) == f"  [{FETCH}]"
+    assert text.test_header(FETCH, {}) == f"  [{FETCH}]"
+    assert text.test_header(FETCH, {"other::t": "x.py:1"}) == f"  [{FETCH}]"
+    assert text.test_header(FETCH, WHERE) == f"  [{FETCH}] tests/test_api.py:12"
+    assert text.test_header(FETCH, {FETCH: ""}) == f"  [{FETCH}]"
+
+
+def test_the_violations_block_and_the_verbose_table_show_locations() -> None:
+    assert violations_block(SPEC_RESULT, WHERE).splitlines()[4] == (
+        f"  [{FETCH}] tests/test_api.py:12"
+    )
+    assert violations_block(SPEC_RESULT, WHERE).splitlines()[8] == (
+        "  [tests/test_payment.py::test_charge]"
+    )
+    assert verbose_table(SPEC_RESULT.destinations, WHERE).splitlines()[4] == (
+        f"  [{FETCH}] tests/test_api.py:12"
+    )
+    assert f"[{FETCH}] tests/test_api.py:12" in report(SPEC_RESULT, True, WHERE)
+    assert "tests/test_api.py:12" not in report(SPEC_RESULT, True)
+
+
+def test_by_destination_lists_violated_destinations_with_the_tests_that_reached_them() -> None:
+    result = (
+        dest("t::a", "93.184.216.34", 443),
+        dest("t::a", "127.0.0.1", 5432, OK),
+        dest("t::b", "93.184.216.34", 443),
+        dest("t::b", "3.33.146.76", 443),
+    )
+    assert by_destination(result).splitlines() == [
+        "  netaudit: destinations and the tests that reached them",
+        "    AF_INET 93.184.216.34:443 VIOLATION: 2 tests: t::a, t::b",
+        "    AF_INET 3.33.146.76:443 VIOLATION: 1 test: t::b",
+    ]
+    assert by_destination(result, every=True).splitlines()[1:] == [
+        "    AF_INET 93.184.216.34:443 VIOLATION: 2 tests: t::a, t::b",
+        "    AF_INET 127.0.0.1:5432 OK: 1 test: t::a",
+        "    AF_INET 3.33.146.76:443 VIOLATION: 1 test: t::b",
+    ]
+
+
+def test_by_destination_says_nothing_without_violations_unless_asked_for_every_one() -> None:
+    clean = (dest("t::a", "127.0.0.1", 5432, OK),)
+    assert by_destination(clean) == ""
+    assert by_destination(()) == ""
+    assert by_destination(clean, every=True) != ""
+
+
+def test_by_destination_names_a_test_once_however_often_it_reached_the_destination() -> None:
+    again = dest("t::a", "93.184.216.34", 443)
+    after = dataclasses.replace(again, after_test=True, pids=(99,))
+    line = by_destination((again, after, again)).splitlines()[1]
+    assert line == "    AF_INET 93.184.216.34:443 VIOLATION: 1 test: t::a"
+
+
+def test_by_destination_names_at_most_max_tests_and_counts_the_rest() -> None:
+    many = tuple(dest(f"t::{i}", "93.184.216.34", 443) for i in range(MAX_TESTS + 3))
+    shown = ", ".join(f"t::{i}" for i in range(MAX_TESTS))
+    assert by_destination(many).splitlines()[1] == (
+        f"    AF_INET 93.184.216.34:443 VIOLATION: {MAX_TESTS + 3} tests: {shown}, +3 more"
+    )
+    exactly = many[:MAX_TESTS]
+    assert "more" not in by_destination(exactly)
+
+
+def test_by_destination_skips_calls_outside_any_test() -> None:
+    outside = (dest("", "93.184.216.34", 443),)
+    assert by_destination(outside) == ""
+    assert by_destination(outside, every=True) == ""
+    mixed = (*outside, dest("t::a", "93.184.216.34", 443))
+    assert by_destination(mixed).splitlines()[1].endswith(": 1 test: t::a")
+
+
+def test_the_json_report_gives_each_destination_its_location() -> None:
+    run = RunInfo(started="x", host="h", netaudit_version="0")
+    odd = 'tests/we"ird\\\u00e9\n.py'
+    result = AuditResult(
+        destinations=(
+            dest(FETCH, "93.184.216.34", 443),
+            dest("t::b", "127.0.0.1", 5432, OK),
+            dest(odd + "::t", "3.33.146.76", 443),
+        )
+    )
+    locations = {**WHERE, odd + "::t": odd + ":3"}
+    doc = json.loads(to_json(result, run, locations))
+    assert [d["location"] for d in doc["destinations"]] == [
+        "tests/test_api.py:12",
+        None,
+        odd + ":3",
+    ]
+    assert [d["location"] for d in doc["violations"]] == ["tests/test_api.py:12", odd + ":3"]
+    # Still one destination per line, each a JSON object of its own.
+    rows = [line.rstrip(",") for line in to_json(result, run, locations).splitlines()]
+    objects = [json.loads(row) for row in rows if row.startswith("  {")]
+    in_destinations = [*WHERE.values(), None, odd + ":3"]
+    in_violations = [*WHERE.values(), odd + ":3"]
+    assert [o["location"] for o in objects] == [*in_destinations, *in_violations]
+    without = json.loads(to_json(result, run))
+    assert [d["location"] for d in without["destinations"]] == [None, None, None]
