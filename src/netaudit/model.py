@@ -176,7 +176,8 @@ class Started:
     """
 
     tid: int
-    line: int
+    time: float | None = None
+    line: int = 0
 
 
 #: What the parser yields, in log order.

@@ -249,7 +249,7 @@ class Parser:
             records = self._flush(tid)
             self._pending[tid] = _Pending(name, body[: -len(_UNFINISHED)], time, n, text)
             if name in _NET:
-                records.append(Started(tid, n))
+                records.append(Started(tid, time, n))
             return records
         changed = _PID_CHANGED.search(body) if name in _EXEC else None
         if changed is not None:  # an exec from a thread: it goes on as the leader's pid

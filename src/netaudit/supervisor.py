@@ -21,6 +21,7 @@ so only it sends pickles):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -123,7 +124,11 @@ class Supervisor:
                     for thread in self._threads[1:]:
                         thread.join()
             finally:
+                with contextlib.suppress(OSError):  # wakes the accept() close() would not
+                    server.shutdown(socket.SHUT_RDWR)
                 server.close()
+                for thread in self._threads[:1]:
+                    thread.join()
 
     def _start(self, target: object, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]

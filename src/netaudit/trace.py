@@ -332,7 +332,11 @@ class TracedRun:
             now = time.monotonic()
             if self._signals:
                 kill_at = now + self.kill_grace if kill_at is None else kill_at
-                if len(self._signals) > 1 or now >= kill_at:
+                if not self._initial_alive():
+                    # The command has handled the signal and exited: what it left behind
+                    # is ended, and strace goes with the command's own status.
+                    self._end_leftovers(signal.SIGKILL)
+                elif len(self._signals) > 1 or now >= kill_at:
                     self._signal_tree(signal.SIGKILL, with_strace=True)
             elif self._initial_alive():
                 gone_since = None

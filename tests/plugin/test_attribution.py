@@ -204,11 +204,6 @@ def test_starts_a_daemon():
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the report of calls made after the session's own report names each test "
-    "without its file:line; launch._after drops the RunAudit.locations it was given",
-)
 def test_a_call_after_the_session_report_names_its_test_with_its_location(
     pytester: pytest.Pytester, tracer: Tracer
 ) -> None:

@@ -157,13 +157,6 @@ print("netaudit threads left:", ours())
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Supervisor.run closes its listening socket but never joins the "
-    "'netaudit-control' thread, which stays blocked in accept() (close() from another thread "
-    "does not wake it on Linux); the host keeps a thread and a listening control socket per "
-    "pytest.main() call",
-)
 def test_pytest_main_leaves_no_netaudit_thread_in_the_host(
     pytester: pytest.Pytester, tracer: Tracer
 ) -> None:
@@ -471,12 +464,6 @@ def test_ctrl_c_interrupts_the_session_and_leaves_nothing_behind(
     assert dirs == [], out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: after Ctrl-C, a process the test started in a session of its own keeps strace "
-    "running; TracedRun._supervise waits kill_grace (5 s), SIGKILLs strace with the tree, and "
-    "run() returns 128+2=130 instead of the 2 pytest exited with",
-)
 def test_ctrl_c_keeps_pytest_status_when_a_test_left_a_daemon(
     pytester: pytest.Pytester, tracer: Tracer
 ) -> None:

@@ -314,7 +314,7 @@ def timeless(record: Record) -> Record:
         return Spawn(record.parent, record.child, record.thread, None, record.line)
     if isinstance(record, Exec):
         return Exec(record.tid, record.path, record.argv, None, record.line)
-    if isinstance(record, Mark):
+    if isinstance(record, (Mark, Started)):
         return dataclasses.replace(record, time=None)
     return Hazard(record.kind, record.tid, None, record.line)
 
@@ -896,7 +896,7 @@ def test_a_split_sending_call_says_where_it_started() -> None:
         "4242  1795634279.527000 <... connect resumed>) = -1 ETIMEDOUT (Connection timed out)\n",
     ]
     records = list(parse_all(lines))
-    assert records[0] == Started(4242, 1)
+    assert records[0] == Started(4242, 1795634279.426813, 1)
     assert [type(r).__name__ for r in records] == ["Started", "Spawn", "NetCall"]
     call = records[2]
     assert isinstance(call, NetCall) and (call.tid, call.line) == (4242, 1)

@@ -103,7 +103,7 @@ def _after(supervisor: Supervisor, settings: Settings, status: int) -> int:
         _say("netaudit: calls made after the session's own report:")
     if audit.problem:
         _say(f"netaudit: audit incomplete: {audit.problem}")
-    _say(text.report(result, settings.verbose))
+    _say(text.report(result, settings.verbose, dict(audit.locations)))
     if result.findings or audit.problem:
         return worse(status, INTERNAL_ERROR)
     return worse(status, TESTS_FAILED) if result.violations else status
