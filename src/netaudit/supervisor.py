@@ -85,7 +85,7 @@ class Supervisor:
         self.tracer = tracer
         self.run_id = run
         self.token = markers.new_run_id() + markers.new_run_id()
-        self.traced = traced if traced is not None else TracedRun(tracer)
+        self.traced = traced if traced is not None else TracedRun(tracer, strace_cpu=_one_cpu())
         self._cond = threading.Condition()
         self._runs: dict[str, _Run] = {run: _Run()}
         self._folder = Folder()
@@ -226,6 +226,7 @@ class Supervisor:
             "strace": self.tracer.path,
             "strace_version": self.tracer.version,
             "seccomp_bpf": self.tracer.seccomp_bpf,
+            "strace_cpu": self.traced.strace_cpu,
         }
 
     def _table(self, message: Mapping[str, object]) -> None:
@@ -309,6 +310,12 @@ class Supervisor:
             return self._named(
                 run, self._folder.destinations(run), self._folder.findings(run), self._failure
             ), True
+
+
+def _one_cpu() -> int | None:
+    """The CPU strace is kept on, when there is more than one to choose from."""
+    cpus = os.sched_getaffinity(0)
+    return max(cpus) if len(cpus) > 1 else None
 
 
 def _split(key: str) -> tuple[str, int]:

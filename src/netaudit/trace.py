@@ -31,6 +31,7 @@ This is the only module that runs strace. Decisions, and why:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -57,8 +58,9 @@ TRACED_SYSCALLS: tuple[str, ...] = (
 SHIM_TAG = "#netaudit-shim"
 _SHIM = SHIM_TAG + """
 import os, signal, sys
-fd, lc, cmd = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+fd, lc, cpus, cmd = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
 os.dup2(fd, 2); os.close(fd)
+if cpus != "-": os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
 signal.signal(signal.SIGPIPE, signal.SIG_DFL); signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
 os.environ.pop("LC_CTYPE", None) if lc == "-" else os.environ.update(LC_CTYPE=lc[1:])
 try: os.execvp(cmd[0], cmd)
@@ -196,11 +198,16 @@ class TracedRun:
         *,
         leftover_grace: float = 2.0,
         kill_grace: float = 5.0,
+        strace_cpu: int | None = None,
     ) -> None:
         self.tracer = tracer
         self.prefix = prefix
         self.leftover_grace = leftover_grace
         self.kill_grace = kill_grace
+        #: A CPU to keep strace on (the traced command keeps this process's CPUs): a
+        #: process that moves there before a traced call it makes often pays a local wake-up
+        #: instead of a cross-CPU one, about 10 us instead of 50-120 us in a VM.
+        self.strace_cpu = strace_cpu
         #: Processes still running after the initial one exited, which were ended.
         self.leftover_pids: tuple[int, ...] = ()
         #: The signal that interrupted the run, if one did.
@@ -254,7 +261,10 @@ class TracedRun:
             user_err = os.dup(2)
         except OSError:  # no stderr: the command gets /dev/null rather than our log file
             user_err = os.open(os.devnull, os.O_WRONLY)
-        shim = [sys.executable, "-I", "-S", "-c", _SHIM, str(user_err), lc, *command]
+        cpus = "-"
+        if self.strace_cpu is not None:
+            cpus = ",".join(str(cpu) for cpu in sorted(os.sched_getaffinity(0)))
+        shim = [sys.executable, "-I", "-S", "-c", _SHIM, str(user_err), lc, cpus, *command]
         previous = self._install_handlers()
         said: list[str] = []
         try:
@@ -267,6 +277,9 @@ class TracedRun:
                 start_new_session=True,
             )
             self.strace_pid = self._proc.pid
+            if self.strace_cpu is not None:
+                with contextlib.suppress(OSError):  # an optimisation only
+                    os.sched_setaffinity(self.strace_pid, {self.strace_cpu})
             # A pipe, not a file: a file beside the log fills up with it, and strace's
             # "No space left on device" would be lost with the trace it could not write.
             reader = threading.Thread(

@@ -192,6 +192,18 @@ def test_environment_and_cwd_pass_through_unchanged(
 
 
 @pytest.mark.strace
+def test_strace_kept_on_one_cpu_leaves_the_command_every_cpu(tracer: Tracer, capfd: Any) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs to tell one from all")
+    code = "import os; print(sorted(os.sched_getaffinity(0)))"
+    with TracedRun(tracer, strace_cpu=cpus[-1]) as traced:
+        assert traced.run([PY, "-c", code]) == 0
+        assert traced.strace_pid is not None
+    assert capfd.readouterr().out.strip() == str(cpus)
+
+
+@pytest.mark.strace
 def test_a_command_that_does_not_exist_is_refused_with_a_shells_status(tracer: Tracer) -> None:
     with TracedRun(tracer) as traced:
         with pytest.raises(CommandError, match="command not found: no-such-command-4242"):
