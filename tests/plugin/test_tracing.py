@@ -522,3 +522,41 @@ def test_a_test_that_kills_the_tracer_fails_the_run_as_incomplete(
     test_pid = int((pytester.path / "test-pid").read_text())
     assert still_running({test_pid: start_time(test_pid)}, wait=5) == []
     assert netaudit_dirs(tmpdir) == []
+
+
+def test_the_supervisor_imports_no_conftest_and_keeps_the_projects_own_options(
+    pytester: pytest.Pytester,
+) -> None:
+    """The untraced pytest only starts the traced one: project code (a conftest) runs once,
+    traced, and options and ini keys that a conftest defines still work, --strict-config too."""
+    pytester.makeini(
+        """
+        [pytest]
+        addopts = --strict-config --project-flag
+        project_key = 1
+        """
+    )
+    pytester.makeconftest(
+        """
+        import os, socket
+
+        with open("imports.txt", "a") as f:
+            f.write(f"{os.getpid()}\\n")
+
+        def pytest_addoption(parser):
+            parser.addini("project_key", "a key of the project's own")
+            parser.addoption("--project-flag", action="store_true")
+        """
+    )
+    pytester.makepyfile(
+        test_flag="""
+        def test_flag(pytestconfig):
+            assert pytestconfig.getoption("project_flag")
+            assert pytestconfig.getini("project_key") == "1"
+        """
+    )
+    result = pytest_run("--netaudit", cwd=pytester.path)
+    assert result.ret == 0, result.outlines + result.errlines
+    result.stdout.fnmatch_lines(["netaudit: no violations*", "*1 passed*"])
+    imported = (pytester.path / "imports.txt").read_text().split()
+    assert len(imported) == 1  # by the traced child only
