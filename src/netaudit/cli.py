@@ -22,7 +22,7 @@ from .errors import EXIT_INCOMPLETE, EXIT_VIOLATIONS, ConfigError, NetauditError
 from .model import AuditResult, RunInfo
 from .render import json as json_report
 from .render import text
-from .settings import Settings, check_report_path, resolve
+from .settings import Settings, resolve
 from .trace import TRACED_SYSCALLS, TracedRun, find_tracer
 
 #: `netaudit analyze` and `netaudit check`: exit codes as documented in docs/cli.md.
@@ -193,8 +193,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         report=args.report,
         suggest_rules=args.suggest_rules,
     )
-    if settings.report is not None:  # known before the run, not after it
-        check_report_path(settings.report)
+    settings.check_report()  # known before the run, not after it
     return settings
 
 

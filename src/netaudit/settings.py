@@ -43,9 +43,17 @@ class ProjectConfig:
 
     path: Path | None = None
     values: tuple[tuple[str, Value], ...] = ()
+    #: The line of each key, for errors about what a value names (a missing allowlist).
+    lines: tuple[tuple[str, int], ...] = ()
 
     def get(self, key: str) -> Value | None:
         return dict(self.values).get(key)
+
+    def where(self, key: str) -> tuple[str, int | None] | None:
+        """The file and line that set ``key``."""
+        if self.path is None or key not in dict(self.values):
+            return None
+        return str(self.path), dict(self.lines).get(key)
 
     def path_value(self, key: str) -> Path | None:
         """A path setting, relative to the pyproject.toml that holds it."""
@@ -61,10 +69,17 @@ class AllowlistChoice:
 
     path: Path | None
     source: str
+    #: The pyproject.toml file and line that named it, if one did.
+    setting: tuple[str, int | None] | None = None
 
     def load(self) -> Allowlist:
         if self.path is None:
             return DEFAULT
+        if self.setting is not None and not self.path.exists():
+            raise ConfigError(
+                f"allowlist names {self.path}, which does not exist; create it or fix the path",
+                *self.setting,
+            )
         from .allowlist import load  # the YAML loader, only when there is a file to read
 
         return load(self.path)
@@ -99,6 +114,7 @@ def load_project_config(pyproject: Path | None) -> ProjectConfig:
     if not isinstance(table, dict):
         raise ConfigError("[tool.netaudit] must be a table", str(pyproject), _line_of(text, None))
     values: list[tuple[str, Value]] = []
+    lines: list[tuple[str, int]] = []
     for key, value in table.items():
         expected = KEYS.get(key)
         line = _line_of(text, key)
@@ -116,31 +132,44 @@ def load_project_config(pyproject: Path | None) -> ProjectConfig:
                 line,
             )
         values.append((key, cast(Value, value)))
-    return ProjectConfig(path=pyproject, values=tuple(values))
+        if line is not None:
+            lines.append((key, line))
+    return ProjectConfig(path=pyproject, values=tuple(values), lines=tuple(lines))
 
 
 def resolve_allowlist(flag: str | None, config: ProjectConfig, cwd: Path) -> AllowlistChoice:
     """Applies the resolution order; the file itself is checked when it is loaded."""
     if flag is not None:
-        return AllowlistChoice(Path(flag).resolve(), "command line")
+        return AllowlistChoice((cwd / flag).resolve(), "command line")
     configured = config.path_value("allowlist")
     if configured is not None:
-        return AllowlistChoice(configured, f"[tool.netaudit] in {config.path}")
+        return AllowlistChoice(
+            configured, f"[tool.netaudit] in {config.path}", config.where("allowlist")
+        )
     default = cwd / DEFAULT_ALLOWLIST
     if default.is_file():
         return AllowlistChoice(default.resolve(), "netaudit.yaml in the current directory")
     return AllowlistChoice(None, "built-in")
 
 
-def check_report_path(report: Path) -> None:
-    """A report path that cannot be written is an error before the run, not after it."""
+def check_report_path(report: Path, setting: tuple[str, int | None] | None = None) -> None:
+    """A report path that cannot be written is an error before the run, not after it.
+
+    ``setting`` is the pyproject.toml file and line that named it, when one did: the error
+    then points there, at the mistake, and names the path in its message.
+    """
     folder = report.parent
+    problem = ""
     if report.is_dir():
-        raise ConfigError("the report path is a folder; give a file name", str(report))
-    if not folder.is_dir():
-        raise ConfigError(f"the report's folder does not exist: {folder}", str(report))
-    if not os.access(report if report.exists() else folder, os.W_OK):
-        raise ConfigError("the report cannot be written here (permission denied)", str(report))
+        problem = "the report path is a folder; give a file name"
+    elif not folder.is_dir():
+        problem = f"the report's folder does not exist: {folder}"
+    elif not os.access(report if report.exists() else folder, os.W_OK):
+        problem = "the report cannot be written here (permission denied)"
+    if problem and setting is not None:
+        raise ConfigError(f"report = {str(report)!r}: {problem}", *setting)
+    if problem:
+        raise ConfigError(problem, str(report))
 
 
 def _line_of(text: str, key: str | None) -> int | None:
@@ -173,6 +202,12 @@ class Settings:
     verbose: bool = False
     report: Path | None = None
     suggest_rules: bool = False
+    #: The pyproject.toml file and line that named ``report``, if one did.
+    report_setting: tuple[str, int | None] | None = None
+
+    def check_report(self) -> None:
+        if self.report is not None:
+            check_report_path(self.report, self.report_setting)
 
 
 def resolve(
@@ -191,6 +226,7 @@ def resolve(
         allowlist=resolve_allowlist(allowlist, config, cwd),
         verbose=verbose if verbose is not None else bool(config.get("verbose")),
         report=(cwd / report).resolve() if report else config.path_value("report"),
+        report_setting=None if report else config.where("report"),
         suggest_rules=(
             suggest_rules if suggest_rules is not None else bool(config.get("suggest_rules"))
         ),

@@ -331,7 +331,7 @@ allowlist:
         (
             "enabled = true\nallowlist = 'missing.yaml'\n",
             [],
-            "{root}/missing.yaml: no such file*",
+            "{root}/pyproject.toml:3: allowlist names {root}/missing.yaml, which does not exist*",
         ),
         ("", ["--netaudit-allowlist", "missing.yaml"], "{root}/missing.yaml: no such file*"),
         ("", ["--netaudit-allowlist", "bad.yaml"], "{root}/bad.yaml:5: invalid YAML: *"),
@@ -343,7 +343,8 @@ allowlist:
         (
             "enabled = true\nreport = 'out/report.json'\n",
             [],
-            "{root}/out/report.json: the report's folder does not exist: {root}/out",
+            "{root}/pyproject.toml:3: report = '{root}/out/report.json': the report's folder"
+            " does not exist: {root}/out",
         ),
         (
             "",

@@ -88,3 +88,29 @@ def test_flags_override_pyproject_for_every_setting(tmp_path: Path) -> None:
     flagged = resolve(tmp_path, verbose=False, suggest_rules=False, report="x.json")
     assert (flagged.verbose, flagged.suggest_rules) == (False, False)
     assert flagged.report == tmp_path / "x.json"
+
+
+def test_a_missing_file_named_in_pyproject_is_an_error_at_that_line(tmp_path: Path) -> None:
+    pyproject = write(
+        tmp_path / "pyproject.toml",
+        '[project]\nname = "x"\n\n[tool.netaudit]\nallowlist = "gone.yaml"\nreport = "no/r.json"\n',
+    )
+    settings = resolve(tmp_path)
+    with pytest.raises(ConfigError) as allowlist:
+        settings.allowlist.load()
+    assert (allowlist.value.path, allowlist.value.line) == (str(pyproject), 5)
+    assert str(tmp_path / "gone.yaml") in allowlist.value.message
+    with pytest.raises(ConfigError) as report:
+        settings.check_report()
+    assert (report.value.path, report.value.line) == (str(pyproject), 6)
+    assert "the report's folder does not exist" in report.value.message
+
+
+def test_a_missing_file_named_by_a_flag_is_an_error_about_that_file(tmp_path: Path) -> None:
+    settings = resolve(tmp_path, allowlist="gone.yaml", report="no/r.json")
+    with pytest.raises(ConfigError) as allowlist:
+        settings.allowlist.load()
+    assert allowlist.value.path == str(tmp_path / "gone.yaml")
+    with pytest.raises(ConfigError) as report:
+        settings.check_report()
+    assert report.value.path == str(tmp_path / "no" / "r.json")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ..errors import ConfigError
-from ..settings import ProjectConfig, Settings, check_report_path, load_project_config, resolve
+from ..settings import ProjectConfig, Settings, load_project_config, resolve
 
 #: Options that only show information: no test runs, so nothing needs tracing.
 _NO_RUN = ("help", "version", "collectonly", "showfixtures", "show_fixtures_per_test",
@@ -87,8 +87,7 @@ def settings(
             config=project,
         )
         resolved.allowlist.load()  # checked now, before any test runs
-        if resolved.report is not None:
-            check_report_path(resolved.report)
+        resolved.check_report()
     except ConfigError as err:
         raise pytest.UsageError(f"netaudit: {err}") from err
     return resolved
