@@ -24,6 +24,11 @@ def netaudit(
     )
 
 
+#: Where pytest_run runs when no namespace is given: tests/plugin sets the private network
+#: namespace here for its whole session.
+DEFAULT_NETNS: Netns | None = None
+
+
 def pytest_run(
     *args: str,
     cwd: Path,
@@ -32,8 +37,10 @@ def pytest_run(
     timeout: float = 180,
 ) -> pytest.RunResult:
     """``python -m pytest ARGS`` in ``cwd`` in a process of its own, as a user would run it
-    (the plugin loads from its entry point); inside a private network namespace if given."""
+    (the plugin loads from its entry point); inside a private network namespace if given,
+    else in DEFAULT_NETNS."""
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+    netns = netns or DEFAULT_NETNS
     started = time.monotonic()
     done = subprocess.run(
         netns(argv) if netns else argv,

@@ -32,7 +32,7 @@ import socket
 
 def udp(addr, port=53):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.connect((addr, port))
+    s.connect_ex((addr, port))
     s.close()
 """
 
@@ -79,7 +79,7 @@ deadline = time.monotonic() + 60
 while os.getppid() == parent and time.monotonic() < deadline:
     time.sleep(0.02)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.connect((%r, 53))
+s.connect_ex((%r, 53))
 """
 
 ORIGINS = (
@@ -89,7 +89,7 @@ ORIGINS = (
 import os, subprocess, sys, threading, time
 from pathlib import Path
 
-CHILD = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect((%r, 53))"
+CHILD = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect_ex((%r, 53))"
 
 # Calls once test B is running (B says so with a file), then says it called.
 DAEMON_DURING_B = '''
@@ -98,7 +98,7 @@ deadline = time.monotonic() + 60
 while not os.path.exists("b-running") and time.monotonic() < deadline:
     time.sleep(0.02)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.connect(("192.0.2.3", 53))
+s.connect_ex(("192.0.2.3", 53))
 open("daemon-called", "w").close()
 '''
 
@@ -167,13 +167,15 @@ def test_calls_from_a_thread_a_subprocess_and_daemons_belong_to_the_test_that_st
         violation(
             module + "test_a_starts_a_daemon",
             "192.0.2.3:53",
-            "by python: connect -> 0 (after the test ended)",
+            "by python: connect -> ENETUNREACH (after the test ended)",
         ),
         consecutive=True,
     )
     result.stdout.fnmatch_lines(
         violation(
-            module + "test_b_runs_while_the_daemon_calls", "192.0.2.4:53", "by python: connect -> 0"
+            module + "test_b_runs_while_the_daemon_calls",
+            "192.0.2.4:53",
+            "by python: connect -> ENETUNREACH",
         ),
         consecutive=True,
     )
@@ -184,7 +186,7 @@ def test_calls_from_a_thread_a_subprocess_and_daemons_belong_to_the_test_that_st
             *violation(
                 module + "test_c_starts_a_daemon_that_calls_after_the_session",
                 "192.0.2.5:53",
-                "by python: connect -> 0 (after the test ended)",
+                "by python: connect -> ENETUNREACH (after the test ended)",
             ),
         ]
     )
@@ -215,7 +217,7 @@ def test_a_call_after_the_session_report_names_its_test_with_its_location(
             "netaudit: calls made after the session's own report:",
             "  [[]test_late.py::test_starts_a_daemon[]] test_late.py:*",
             destination_line("192.0.2.70:53"),
-            "      by python: connect -> 0 (after the test ended)",
+            "      by python: connect -> ENETUNREACH (after the test ended)",
         ]
     )
 
@@ -339,7 +341,7 @@ def test_under_xdist_each_call_is_under_its_own_test(
     expected["192.0.2.50:53"] = {(SESSION, False)}  # a session fixture, in each worker
     assert_attributed(attributed(report), expected)
     result.stdout.fnmatch_lines(
-        violation("test_second.py::test_3", "203.0.113.23:53", "by python: connect -> 0"),
+        violation("test_second.py::test_3", "203.0.113.23:53", "by python: connect -> ENETUNREACH"),
         consecutive=True,
     )
 
@@ -420,5 +422,6 @@ def test_a_long_unicode_test_id_still_gets_its_events(
         },
     )
     result.stdout.fnmatch_lines(
-        violation(long_nodeid, "192.0.2.60:53", "by python: connect -> 0"), consecutive=True
+        violation(long_nodeid, "192.0.2.60:53", "by python: connect -> ENETUNREACH"),
+        consecutive=True,
     )

@@ -30,7 +30,7 @@ import socket
 def reach(host, port):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as s:
-        s.connect((host, port))
+        s.connect_ex((host, port))
 """
 
 #: A conftest.py that reaches out when it is imported: outside any test.
@@ -38,7 +38,7 @@ CONFTEST = """
 import socket
 
 with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-    s.connect(("2001:db8::5", 443))
+    s.connect_ex(("2001:db8::5", 443))
 """
 
 #: Passing tests: a module-scoped fixture, two tests sharing a destination, one of them also
@@ -51,7 +51,7 @@ from pathlib import Path
 
 import pytest
 
-CHILD = "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).connect(%r)" % (
+CHILD = "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).connect_ex(%r)" % (
     ("203.0.113.9", 443),
 )
 
@@ -142,21 +142,21 @@ def test_the_violations_block_is_grouped_by_test_with_evidence(run: Run) -> None
         "",
         "  [<session>]",
         "    AF_INET6 [2001:db8::5]:443 (count=1, pids=[PID])",
-        f"      by {PY}: connect -> 0",
+        f"      by {PY}: connect -> ENETUNREACH",
         "    AF_INET 198.51.100.7:123 (count=1, pids=[PID])",
-        f"      by {PY}: connect -> 0",
+        f"      by {PY}: connect -> ENETUNREACH",
         "",
         f"  [test_suite.py::test_one] {run.where('test_one')}",
         "    AF_INET 192.0.2.10:53 (count=1, pids=[PID])",
-        f"      by {PY}: connect -> 0",
+        f"      by {PY}: connect -> ENETUNREACH",
         "",
         f"  [test_suite.py::test_two] {run.where('test_two')}",
         "    AF_INET 192.0.2.10:53 (count=1, pids=[PID])",
-        f"      by {PY}: connect -> 0",
+        f"      by {PY}: connect -> ENETUNREACH",
         "",
         f"  [test_suite.py::test_child] {run.where('test_child')}",
         "    AF_INET 203.0.113.9:443 (count=1, pids=[PID])",
-        "      by fetcher: connect -> 0",
+        "      by fetcher: connect -> ENETUNREACH",
         BAR,
     ], output(run.result)
     session = pids[0]

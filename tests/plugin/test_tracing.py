@@ -31,7 +31,7 @@ import socket
 
 def udp(addr, port=53):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.connect((addr, port))
+    s.connect_ex((addr, port))
     s.close()
 """
 
@@ -215,7 +215,7 @@ def test_a_nested_run_reports_its_own_violations_and_the_outer_run_reports_them_
             "",
             header("inner_sub/test_inner_sub.py::test_inner_subprocess_call"),
             destination("198.51.100.7:53"),
-            "      by python: connect -> 0",
+            "      by python: connect -> ENETUNREACH",
             "*1 passed*",
         ]
     )
@@ -247,7 +247,7 @@ ENVIRONMENT = (
     + """
 import os, subprocess, sys
 
-CHILD = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect((%r, 53))"
+CHILD = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect_ex((%r, 53))"
 
 def test_1_clears_the_environment():
     assert "NETAUDIT_SUPERVISOR" in os.environ
@@ -282,9 +282,9 @@ def test_a_test_that_clears_the_environment_or_changes_directory_does_not_hide_l
             [
                 header(f"test_environment.py::{test}"),
                 destination(addresses[0]),
-                "      by python: connect -> 0",
+                "      by python: connect -> ENETUNREACH",
                 destination(addresses[1]),
-                "      by python: connect -> 0",
+                "      by python: connect -> ENETUNREACH",
             ],
             consecutive=True,
         )
