@@ -89,7 +89,10 @@ ORIGINS = (
 import os, subprocess, sys, threading, time
 from pathlib import Path
 
-CHILD = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect_ex((%r, 53))"
+CHILD = (
+    "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+    "s.connect_ex((%r, 53))"
+)
 
 # Calls once test B is running (B says so with a file), then says it called.
 DAEMON_DURING_B = '''

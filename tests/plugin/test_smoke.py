@@ -13,7 +13,7 @@ import socket
 
 def test_udp_to_documentation_address():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.connect_ex(("192.0.2.10", 53))  # UDP connect(): no packet is sent, and in the namespace it fails at once
+    s.connect_ex(("192.0.2.10", 53))  # UDP: sends nothing; in the namespace, fails at once
     s.close()
 
 def test_quiet():

@@ -247,7 +247,10 @@ ENVIRONMENT = (
     + """
 import os, subprocess, sys
 
-CHILD = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect_ex((%r, 53))"
+CHILD = (
+    "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+    "s.connect_ex((%r, 53))"
+)
 
 def test_1_clears_the_environment():
     assert "NETAUDIT_SUPERVISOR" in os.environ
