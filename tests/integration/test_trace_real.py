@@ -192,15 +192,24 @@ def test_environment_and_cwd_pass_through_unchanged(
 
 
 @pytest.mark.strace
-def test_strace_kept_on_one_cpu_leaves_the_command_every_cpu(tracer: Tracer, capfd: Any) -> None:
+def test_strace_kept_on_one_cpu_and_reniced_leaves_the_command_as_it_was(
+    tracer: Tracer, capfd: Any
+) -> None:
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.skip("needs two CPUs to tell one from all")
-    code = "import os; print(sorted(os.sched_getaffinity(0)))"
-    with TracedRun(tracer, strace_cpu=cpus[-1]) as traced:
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    code = (
+        "import os; p = os.getppid(); print(sorted(os.sched_getaffinity(0)),"
+        " os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(p)),"
+        " os.getpriority(os.PRIO_PROCESS, p))"
+    )
+    with TracedRun(tracer, strace_cpu=cpus[-1], strace_nice=nice - 5) as traced:
         assert traced.run([PY, "-c", code]) == 0
-        assert traced.strace_pid is not None
-    assert capfd.readouterr().out.strip() == str(cpus)
+    # The parent of the command is strace: on one CPU, and reniced where that is permitted.
+    strace_nice = nice - 5 if os.geteuid() == 0 else nice
+    expected = f"{cpus} {nice} {[cpus[-1]]} {strace_nice}"
+    assert capfd.readouterr().out.strip() == expected
 
 
 @pytest.mark.strace
