@@ -563,3 +563,32 @@ def test_the_supervisor_imports_no_conftest_and_keeps_the_projects_own_options(
     result.stdout.fnmatch_lines(["netaudit: no violations*", "*1 passed*"])
     imported = (pytester.path / "imports.txt").read_text().split()
     assert len(imported) == 1  # by the traced child only
+
+
+def test_a_test_that_closes_every_descriptor_cannot_hide_its_calls(
+    pytester: pytest.Pytester,
+) -> None:
+    """The driver's connection to the supervisor goes with the rest; pytest itself may not
+    survive it. Whatever the session manages to say, the supervisor reports the calls, each
+    under its test, and the run fails."""
+    pytester.makepyfile(
+        test_closing="""
+        import os, socket
+
+        def test_closes_everything():
+            os.closerange(3, 1024)
+            reused = open("reused.txt", "w")  # takes one of the numbers just freed
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.connect_ex(("192.0.2.44", 53))
+            reused.close()
+        """
+    )
+    result = pytest_run("--netaudit", cwd=pytester.path)
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(
+        [
+            "  [[]test_closing.py::test_closes_everything[]] test_closing.py:3",
+            "    AF_INET 192.0.2.44:53 (count=1, pids=[[]*[]])",
+        ]
+    )
+    assert (pytester.path / "reused.txt").read_text() == ""  # nothing of netaudit's went in

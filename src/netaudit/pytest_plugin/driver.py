@@ -1,5 +1,6 @@
-"""The plugin inside the traced session: it marks where each test starts and ends, and at the
-end asks the supervisor for what the run did, judges it and reports it.
+"""The plugin inside the traced session: it marks where each test starts (and where the
+session's own end begins), and at the end asks the supervisor for what the run did, judges it
+and reports it.
 
 One Driver per traced pytest process: the session itself, each xdist worker (which only
 marks its tests; the controller reports), and any ``pytest --netaudit`` run from a test,
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import errno
 import json
 import os
 import platform
@@ -64,12 +64,11 @@ class Driver:
         self._outbox: list[str] = []
         self._pending = 0
         self._sent = 0.0
-        self._marker = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             self._control = connect(role.token)
+            self._control_id = _identity(self._control.fileno())
             self._hello = self._greet()
         except (OSError, ValueError) as err:
-            self._marker.close()
             raise pytest.UsageError(
                 f"netaudit: cannot reach the supervisor of this traced session ({err}); "
                 "run pytest --netaudit from outside any traced process"
@@ -98,29 +97,32 @@ class Driver:
     def _send(self, message: dict[str, object], *, batch: bool = False) -> None:
         """A plain write(2), not send(2): sendto is traced, and each would cost a stop.
 
-        Batched messages (the table of tests) wait until 8 KiB or 0.2 s have gathered; the
+        Batched messages (the table of tests) wait until 8 KiB or 50 ms have gathered; the
         supervisor needs them only to name tests in the report.
         """
         self._outbox.append(json.dumps(message) + "\n")
         self._pending += len(self._outbox[-1])
         now = time.monotonic()
-        if batch and self._pending < 8192 and now - self._sent < 0.2:
+        if batch and self._pending < 8192 and now - self._sent < 0.05:
             return
         data = "".join(self._outbox).encode()
         self._outbox.clear()
         self._pending, self._sent = 0, now
         fd = self._control.fileno()
+        if _identity(fd) != self._control_id:
+            # A test closed it (os.closerange) and the number may name a file of its own now.
+            raise ConnectionError("a test closed the connection to the supervisor")
         while data:
             data = data[os.write(fd, data) :]
 
     def _mark(self, verb: MarkVerb, test: int = -1) -> None:
+        """A fresh socket each time (socket() and close() are not traced): nothing a test
+        does to its descriptors can turn a marker into a call on one of the test's sockets."""
         address = markers.address(self.role.run, verb, test, self.role.worker)
         cpus = self._near_strace()
         try:
-            if self._marker.connect_ex(address) != errno.ECONNREFUSED:
-                # The socket was closed under us (a test closing every fd), or someone listens.
-                self._marker = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                self._marker.connect_ex(address)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as marker:
+                marker.connect_ex(address)
         finally:
             if cpus is not None:
                 os.sched_setaffinity(0, cpus)
@@ -143,7 +145,6 @@ class Driver:
         if self._outbox:
             with contextlib.suppress(OSError):
                 self._send({"op": "bye"})
-        self._marker.close()
         self._control.close()
 
     # -- test boundaries ----------------------------------------------------------------
@@ -192,9 +193,11 @@ class Driver:
             test = self._tests[item.nodeid] = len(self._tests)
             path, line, _ = item.location
             where = path if line is None else f"{path}:{line + 1}"
-            self._send({"op": "test", "run": self.role.run, "worker": self.role.worker,
-                        "test": test, "nodeid": item.nodeid, "location": where},
-                       batch=True)  # fmt: skip
+            # A lost connection shows at the end, when the report cannot be asked for.
+            with contextlib.suppress(OSError):
+                self._send({"op": "test", "run": self.role.run, "worker": self.role.worker,
+                            "test": test, "nodeid": item.nodeid, "location": where},
+                           batch=test > 0)  # fmt: skip
         return test
 
     # -- the report ---------------------------------------------------------------------
@@ -212,7 +215,8 @@ class Driver:
         """What other plugins do at the session's finish belongs to the session."""
         self._mark(MarkVerb.END)
         if self._outbox:
-            self._send({"op": "bye"})  # the rest of the table, at once
+            with contextlib.suppress(OSError):
+                self._send({"op": "bye"})  # the rest of the table, at once
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -288,6 +292,11 @@ class Driver:
             tr.write_line("netaudit: rules that would allow the violations above:")
             for line in suggest_rules(result.violations).splitlines():
                 tr.write_line(line)
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
 
 
 def _path(settings: Settings) -> str | None:
