@@ -29,12 +29,13 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from . import markers
 from .attribute import Attributed, Lineage
 from .audit import Folder, merge
+from .errors import TraceError
 from .model import SESSION, Destination, Finding, Mark, MarkVerb, TraceStats
 from .parse import Parser
 from .trace import TracedRun, Tracer
@@ -57,20 +58,10 @@ class RunAudit:
     destinations: tuple[Destination, ...]
     findings: tuple[Finding, ...] = ()
     stats: TraceStats = field(default_factory=TraceStats)
-    #: nodeid -> "file:line", for the tests that appear in ``destinations``.
+    #: nodeid -> "file:line" of each test the run named.
     locations: tuple[tuple[str, str], ...] = ()
     #: Why the audit of this run is incomplete; "" when it is complete.
     problem: str = ""
-
-
-@dataclass(frozen=True)
-class TracerInfo:
-    """What a run learns from the supervisor when it says hello."""
-
-    strace_pid: int
-    strace: str
-    strace_version: str
-    seccomp_bpf: bool
 
 
 @dataclass
@@ -115,8 +106,11 @@ class Supervisor:
         with self.traced:
             server = self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                server.bind(self.address)
-                server.listen(64)
+                try:
+                    server.bind(self.address)
+                    server.listen(64)
+                except OSError as err:
+                    raise TraceError(f"cannot open the control socket: {err.strerror}") from err
                 self._start(self._serve, "netaudit-control")
                 self._start(self._consume, "netaudit-consume")
                 try:
@@ -132,8 +126,8 @@ class Supervisor:
                 for thread in self._threads[:1]:
                     thread.join()
 
-    def _start(self, target: object, name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
+    def _start(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
 

@@ -68,8 +68,7 @@ def _supervise(config: pytest.Config, namespace: argparse.Namespace) -> int | No
     project = options.project_config(config)
     if not options.enabled(namespace, project) or not options.runs_tests(namespace):
         return None
-    settings = options.settings(config, namespace, project)
-    return launch.supervise(config, settings)
+    return launch.supervise(config, *options.settings(config, namespace, project))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -79,7 +78,7 @@ def pytest_configure(config: pytest.Config) -> None:
     project = options.project_config(config)
     if not options.enabled(config.option, project) or not options.runs_tests(config.option):
         return
-    driver = Driver(config, options.settings(config, config.option, project), role)
+    driver = Driver(config, *options.settings(config, config.option, project), role)
     config.add_cleanup(driver.close)
     config.pluginmanager.register(driver, "netaudit-driver")
     if role.reports and config.pluginmanager.hasplugin("xdist"):

@@ -28,6 +28,7 @@ from ..model import AuditResult, MarkVerb, RunInfo
 from ..proctree import tracer_pid
 from ..render import json as json_report
 from ..render import text
+from ..rules import Allowlist
 from ..settings import Settings
 from ..supervisor import RunAudit, connect, read_audit
 from ..trace import TRACED_SYSCALLS
@@ -51,9 +52,12 @@ class Role:
 class Driver:
     """Registered as a plugin in each traced pytest process that drives a run."""
 
-    def __init__(self, config: pytest.Config, settings: Settings, role: Role) -> None:
+    def __init__(
+        self, config: pytest.Config, settings: Settings, allowlist: Allowlist, role: Role
+    ) -> None:
         self.config = config
         self.settings = settings
+        self.allowlist = allowlist
         self.role = role
         self.started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         self.result: AuditResult | None = None
@@ -231,7 +235,7 @@ class Driver:
             return self._fail(session, INTERNAL_ERROR)
         self.problem = audit.problem
         result = self.result = AuditResult(
-            judge(audit.destinations, self.settings.allowlist.load()), audit.findings, audit.stats
+            judge(audit.destinations, self.allowlist), audit.findings, audit.stats
         )
         if result.findings or self.problem:
             self._fail(session, INTERNAL_ERROR)

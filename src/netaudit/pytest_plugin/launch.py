@@ -22,6 +22,7 @@ from ..audit import judge
 from ..errors import NetauditError, TracerUnavailable
 from ..model import AuditResult
 from ..render import text
+from ..rules import Allowlist
 from ..settings import Settings
 from ..supervisor import Supervisor
 from ..trace import find_tracer
@@ -41,7 +42,7 @@ raise SystemExit(main())
 """
 
 
-def supervise(config: pytest.Config, settings: Settings) -> int:
+def supervise(config: pytest.Config, settings: Settings, allowlist: Allowlist) -> int:
     """Runs the session under strace; returns the status the user should see."""
     try:
         tracer = find_tracer()
@@ -78,10 +79,10 @@ def supervise(config: pytest.Config, settings: Settings) -> int:
     except NetauditError as err:
         _say(f"netaudit: error: {err}")
         return INTERNAL_ERROR
-    return _after(supervisor, settings, status)
+    return _after(supervisor, settings, allowlist, status)
 
 
-def _after(supervisor: Supervisor, settings: Settings, status: int) -> int:
+def _after(supervisor: Supervisor, settings: Settings, allowlist: Allowlist, status: int) -> int:
     """What the child's own report could not cover: calls made after it asked for its
     report, or everything when it never asked (it crashed, or was killed)."""
     traced = supervisor.traced
@@ -89,9 +90,7 @@ def _after(supervisor: Supervisor, settings: Settings, status: int) -> int:
         pids = ", ".join(str(pid) for pid in traced.leftover_pids)
         _say(f"netaudit: the session left processes running; they were ended: {pids}")
     audit, whole = supervisor.leftovers()
-    result = AuditResult(
-        judge(audit.destinations, settings.allowlist.load()), audit.findings, audit.stats
-    )
+    result = AuditResult(judge(audit.destinations, allowlist), audit.findings, audit.stats)
     if whole:
         _say("netaudit: the session ended before it could report; the audit of what it ran:")
         if not result.stats.looks_like_strace:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ..errors import ConfigError
+from ..rules import Allowlist
 from ..settings import ProjectConfig, Settings, load_project_config, resolve
 
 #: Options that only show information: no test runs, so nothing needs tracing.
@@ -75,8 +76,9 @@ def runs_tests(options: argparse.Namespace) -> bool:
 
 def settings(
     config: pytest.Config, options: argparse.Namespace, project: ProjectConfig
-) -> Settings:
-    """Resolved once per process; a bad setting or allowlist is a usage error (exit 4)."""
+) -> tuple[Settings, Allowlist]:
+    """Resolved and loaded once per process; a bad setting or allowlist is a usage error
+    (exit 4)."""
     try:
         resolved = resolve(
             config.invocation_params.dir,
@@ -86,8 +88,8 @@ def settings(
             suggest_rules=options.netaudit_suggest_rules,
             config=project,
         )
-        resolved.allowlist.load()  # checked now, before any test runs
+        allowlist = resolved.allowlist.load()  # checked now, before any test runs
         resolved.check_report()
     except ConfigError as err:
         raise pytest.UsageError(f"netaudit: {err}") from err
-    return resolved
+    return resolved, allowlist
