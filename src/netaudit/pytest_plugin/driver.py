@@ -30,7 +30,7 @@ from ..render import json as json_report
 from ..render import text
 from ..rules import Allowlist
 from ..settings import Settings
-from ..supervisor import RunAudit, connect, read_audit
+from ..supervisor import ENV_SUPERVISOR, RunAudit, connect, read_audit
 from ..trace import TRACED_SYSCALLS
 from .status import INTERNAL_ERROR, TESTS_FAILED, worse
 
@@ -74,8 +74,9 @@ class Driver:
             self._hello = self._greet()
         except (OSError, ValueError) as err:
             raise pytest.UsageError(
-                f"netaudit: cannot reach the supervisor of this traced session ({err}); "
-                "run pytest --netaudit from outside any traced process"
+                f"netaudit: {ENV_SUPERVISOR} is set, but no netaudit supervisor answers ({err}): "
+                "unset it if it was left over, and run pytest --netaudit from outside any "
+                "traced process"
             ) from err
         traced_by = tracer_pid(os.getpid())
         if traced_by != self._hello.get("strace_pid"):

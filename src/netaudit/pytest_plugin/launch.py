@@ -26,7 +26,7 @@ from ..rules import Allowlist
 from ..settings import Settings
 from ..supervisor import Supervisor
 from ..trace import find_tracer
-from .status import INTERNAL_ERROR, TESTS_FAILED, worse
+from .status import INTERNAL_ERROR, TESTS_FAILED, USAGE_ERROR, worse
 
 #: The traced child: the same interpreter and sys.path as this process, then pytest's own
 #: command-line entry point, with this process's arguments.
@@ -91,6 +91,8 @@ def _after(supervisor: Supervisor, settings: Settings, allowlist: Allowlist, sta
         _say(f"netaudit: the session left processes running; they were ended: {pids}")
     audit, whole = supervisor.leftovers()
     result = AuditResult(judge(audit.destinations, allowlist), audit.findings, audit.stats)
+    if whole and status == USAGE_ERROR and result.clean and not audit.problem:
+        return status  # pytest refused its arguments, and said so: nothing ran to report on
     if whole:
         _say("netaudit: the session ended before it could report; the audit of what it ran:")
         if not result.stats.looks_like_strace:
