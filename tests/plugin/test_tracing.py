@@ -592,3 +592,38 @@ def test_a_test_that_closes_every_descriptor_cannot_hide_its_calls(
         ]
     )
     assert (pytester.path / "reused.txt").read_text() == ""  # nothing of netaudit's went in
+
+
+HOST_PLUGINS = """
+import sys
+import pytest
+
+class Recorder:
+    def pytest_report_header(self):
+        return "object plugin loaded"
+
+sys.path.insert(0, ".")
+status = pytest.main(
+    ["-p", "no:cacheprovider", "--netaudit", "test_clean.py"],
+    plugins=["named_plugin", Recorder()],
+)
+print("host status:", int(status))
+"""
+
+
+def test_plugins_given_to_pytest_main_by_name_travel_and_objects_are_warned_about(
+    pytester: pytest.Pytester, tracer: Tracer
+) -> None:
+    pytester.makepyfile(
+        test_clean=CLEAN,
+        host=HOST_PLUGINS,
+        named_plugin="def pytest_report_header():\n    return 'named plugin loaded'\n",
+    )
+    done = subprocess.run(
+        [sys.executable, "host.py"], cwd=pytester.path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "host status: 0" in done.stdout.splitlines()
+    assert "named plugin loaded" in done.stdout  # in the traced session, through -p
+    assert "object plugin loaded" not in done.stdout
+    assert "plugins passed as objects to pytest.main() cannot be carried" in done.stderr
