@@ -215,24 +215,41 @@ def test_a_pyproject_pytest_does_not_use_is_ignored(pytester: pytest.Pytester) -
 # -- verbose, report and suggest_rules -------------------------------------------------
 
 
+SUGGESTED = ("netaudit: rules that would allow the violations above:", "  addr: 192.0.2.10")
+
+
 @pytest.mark.parametrize(
-    ("args", "pyproject", "shown"),
+    ("args", "pyproject", "lines", "shown"),
     [
-        (["--netaudit-verbose"], "verbose = false\n", True),
-        ([], "verbose = true\n", True),
-        ([], "", False),
+        (["--netaudit-verbose"], "verbose = false\n", (VERBOSE_TITLE, VIOLATION_ROW), True),
+        ([], "verbose = true\n", (VERBOSE_TITLE, VIOLATION_ROW), True),
+        ([], "", (VERBOSE_TITLE, VIOLATION_ROW), False),
+        (["--netaudit-suggest-rules"], "", SUGGESTED, True),
+        ([], "suggest_rules = true\n", SUGGESTED, True),
+        ([], "", SUGGESTED, False),
     ],
-    ids=["flag-beats-pyproject", "pyproject", "default-off"],
+    ids=[
+        "verbose-flag-beats-pyproject",
+        "verbose-pyproject",
+        "verbose-default-off",
+        "suggest-flag",
+        "suggest-pyproject",
+        "suggest-default-off",
+    ],
 )
-def test_verbose_resolves_flag_then_pyproject_then_off(
-    pytester: pytest.Pytester, args: list[str], pyproject: str, shown: bool
+def test_verbose_and_suggest_rules_resolve_flag_then_pyproject_then_off(
+    pytester: pytest.Pytester,
+    args: list[str],
+    pyproject: str,
+    lines: tuple[str, str],
+    shown: bool,
 ) -> None:
     pytester.makepyfile(test_egress=SUITE)
     pytester.makepyprojecttoml(f"[tool.netaudit]\nenabled = true\n{pyproject}")
     result = pytest_run(*args, cwd=pytester.path)
     assert result.ret == 1, lines_of(result)
-    assert (VERBOSE_TITLE in result.outlines) is shown
-    assert (VIOLATION_ROW in result.outlines) is shown
+    for line in lines:
+        assert (line in result.outlines) is shown
     result.stdout.fnmatch_lines(["  netaudit: 1 violation detected"])
 
 
@@ -260,27 +277,6 @@ def test_the_report_flag_beats_pyproject_and_is_relative_to_the_cwd(
     assert result.ret == 1, lines_of(result)
     assert (root / "sub" / "from-flag.json").is_file()
     assert not (root / "from-config.json").exists()
-
-
-@pytest.mark.parametrize(
-    ("args", "pyproject", "shown"),
-    [
-        (["--netaudit-suggest-rules"], "", True),
-        ([], "suggest_rules = true\n", True),
-        ([], "", False),
-    ],
-    ids=["flag", "pyproject", "default-off"],
-)
-def test_suggest_rules_from_the_flag_or_pyproject(
-    pytester: pytest.Pytester, args: list[str], pyproject: str, shown: bool
-) -> None:
-    pytester.makepyfile(test_egress=SUITE)
-    pytester.makepyprojecttoml(f"[tool.netaudit]\nenabled = true\n{pyproject}")
-    result = pytest_run(*args, cwd=pytester.path)
-    assert result.ret == 1, lines_of(result)
-    heading = "netaudit: rules that would allow the violations above:"
-    assert (heading in result.outlines) is shown
-    assert ("  addr: 192.0.2.10" in result.outlines) is shown
 
 
 # -- bad settings: a usage error before anything runs -----------------------------------
