@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Callable, Union
 
@@ -27,7 +27,8 @@ from .model import (
     Verdict,
 )
 from .parse import Parser
-from .rules import Allowlist
+from .policy import TestPolicy
+from .rules import Allowlist, Rule
 
 _Key = tuple[str, str, Union[Endpoint, str], bool]
 #: The verdict of a destination that no allowlist has judged yet.
@@ -119,17 +120,39 @@ def merge(a: Destination, b: Destination) -> Destination:
     )
 
 
-def judge(destinations: Iterable[Destination], allowlist: Allowlist) -> tuple[Destination, ...]:
-    """Allowed by the first matching rule, or a violation; each endpoint is matched once."""
-    verdicts: dict[Endpoint | None, Verdict] = {}
+def judge(
+    destinations: Iterable[Destination],
+    allowlist: Allowlist,
+    policies: Mapping[str, TestPolicy] | None = None,
+) -> tuple[Destination, ...]:
+    """Allowed by the first matching rule, or a violation; each (endpoint, names, test) is
+    matched once. ``policies`` are the tests' own markers, by nodeid."""
+    verdicts: dict[tuple[Endpoint | None, frozenset[str], str], Verdict] = {}
+    per_test: dict[str, Allowlist] = {}
+    names: frozenset[str] = frozenset()
     judged = []
     for d in destinations:
-        verdict = verdicts.get(d.endpoint)
+        key = (d.endpoint, names, d.test)
+        verdict = verdicts.get(key)
         if verdict is None:
-            rule = allowlist.match(d.endpoint)
-            verdict = verdicts[d.endpoint] = Verdict(None if rule is None else rule.name)
+            policy = policies.get(d.test) if policies else None
+            rules = per_test.get(d.test)
+            if rules is None:
+                rules = per_test[d.test] = (
+                    allowlist if policy is None else policy.applied_to(allowlist)
+                )
+            rule = rules.match(d.endpoint, names, d.test or None)
+            verdict = verdicts[key] = _verdict(rule, policy)
         judged.append(replace(d, verdict=verdict))
     return tuple(judged)
+
+
+def _verdict(rule: Rule | None, policy: TestPolicy | None) -> Verdict:
+    if rule is None:
+        return UNJUDGED
+    if rule.builtin:
+        return Verdict(rule.name, "builtin")
+    return Verdict(rule.name, "marker" if policy and rule in policy.allow else "allowlist")
 
 
 def audit(items: Iterable[Attributed], allowlist: Allowlist) -> AuditResult:
