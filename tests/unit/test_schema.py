@@ -72,7 +72,8 @@ def documented() -> list[str]:
     blocks = []
     for doc in [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]:
         text = doc.read_text(encoding="utf-8")
-        blocks += [b for b in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL) if "version:" in b]
+        found = re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
+        blocks += [b for b in found if re.search(r"^version: 1$", b, re.MULTILINE)]
     return blocks
 
 
