@@ -15,7 +15,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .allowlist import inline_rules
 from .errors import AllowlistError
 from .model import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX
 from .rules import Allowlist, Rule
@@ -102,6 +101,8 @@ def normalise(
 
 def from_wire(wire: Mapping[str, Any], nodeid: str, source: str, line: int | None) -> TestPolicy:
     """The policy ``normalise`` described, with its rules named after the test's marker."""
+    from .allowlist import inline_rules  # PyYAML: loaded only for a test with a marker
+
     allow = wire.get("allow", [])
     try:
         rules = inline_rules(allow, source, line, label(nodeid)) if allow else ()
