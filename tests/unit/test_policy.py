@@ -355,3 +355,14 @@ def test_the_json_report_says_what_kind_of_rule_allowed_each_destination() -> No
         ("loopback (IPv4)", "builtin"),
         (None, None),
     ]
+
+
+def test_a_tests_marker_and_the_allowlists_scoped_rules_apply_together() -> None:
+    policy = marker({"allow": ["192.0.2.10:53"], "strict": True})
+    test = "tests/integration/test_db.py::test_q"
+    judged = judge([dest(PG, test), dest(DOC, test), dest(DOCKER, test)], scoped(), {test: policy})
+    assert [d.verdict for d in judged] == [
+        Verdict("pg for integration", "allowlist"),
+        Verdict("AF_INET 192.0.2.10:53 (marker on tests/test_x.py::test_y)", "marker"),
+        Verdict(None),  # strict: no built-in "Unix sockets" for this test
+    ]
