@@ -12,6 +12,8 @@ import difflib
 import ipaddress
 import os
 import re
+from collections.abc import Sequence
+from dataclasses import replace
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -39,15 +41,17 @@ __all__ = [
     "Allowlist",
     "Rule",
     "glob_escape",
+    "inline_rules",
     "ip_of",
     "load",
     "loads",
+    "schema",
 ]
 
 _V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 _TOP_KEYS = ("version", "builtins", "allowlist")
-_RULE_KEYS = ("name", "family", "addr", "cidr", "port", "path", "abstract")
+_RULE_KEYS = ("name", "family", "addr", "cidr", "port", "path", "abstract", "tests")
 _FAMILY_KEYS = {
     AF_INET: ("addr", "cidr", "port"),
     AF_INET6: ("addr", "cidr", "port"),
@@ -116,6 +120,46 @@ def loads(text: str, source: str = "<string>") -> Allowlist:
         return _document(root, source)
     except _Invalid as exc:
         raise AllowlistError(exc.message, source, exc.line) from None
+
+
+def schema() -> str:
+    """The JSON Schema of the file, for editors (``netaudit schema``); shipped as package data."""
+    from importlib.resources import files
+
+    return files(__package__).joinpath("allowlist.schema.json").read_text(encoding="utf-8")
+
+
+def inline_rules(
+    items: Sequence[object], source: str, line: int | None, label: str
+) -> tuple[Rule, ...]:
+    """Rules given as Python values (a pytest marker's ``allow``), checked exactly as the file's
+    rules are; each rule's name ends with ``(label)`` so that reports tell them from the
+    file's. Errors name ``source:line``, the place the values were written."""
+    try:
+        text = yaml.safe_dump({"version": 1, "allowlist": list(items)}, sort_keys=False)
+    except yaml.YAMLError:
+        raise AllowlistError(
+            "each allowed destination must be a string or a dict of strings and numbers",
+            source,
+            line,
+        ) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        rules = _document(root, source).rules
+    except _Invalid as exc:
+        # Lines and numbers of the YAML made here would mean nothing to the user.
+        message = re.sub(r" \(first at line \d+\)", "", exc.message)
+        raise AllowlistError(message.replace("rule #", "entry #"), source, line) from None
+    for rule in rules:
+        if rule.tests:
+            raise AllowlistError(
+                f"'tests' in {rule.name!r} does not apply to a marker (it is for this test)",
+                source,
+                line,
+            )
+    return tuple(
+        replace(rule, name=f"{rule.name} ({label})", source=source, line=line) for rule in rules
+    )
 
 
 class _Invalid(Exception):
@@ -273,9 +317,38 @@ def _rule(node: Node, index: int, source: str) -> Rule:
     ports = _ports(values["port"], where) if "port" in values else ()
     paths = _pattern(values["path"], "path", where) if "path" in values else ()
     abstract = _pattern(values["abstract"], "abstract", where) if "abstract" in values else ()
+    tests = _tests(values["tests"], where) if "tests" in values else ()
     if name is None:
         name = _derived_name(family, shown, ports, paths, abstract)
-    return Rule(name, family, networks, ports, paths, abstract, source=source, line=_line(node))
+        if tests:
+            name += " for " + ", ".join(tests)
+    return Rule(
+        name,
+        family,
+        networks,
+        ports,
+        paths,
+        abstract,
+        source=source,
+        line=_line(node),
+        tests=tests,
+    )
+
+
+def _tests(node: Node, where: str) -> tuple[str, ...]:
+    """Nodeid globs: a string or a non-empty list of them."""
+    items = node.value if isinstance(node, SequenceNode) and node.tag == _TAG + "seq" else [node]
+    if not items:
+        raise _Invalid(node, f"'tests' is an empty list{where} (leave it out for every test)")
+    globs: list[str] = []
+    for item in items:
+        glob = _string(item, "tests", "a nodeid glob or a list of them", where)
+        try:
+            compile_glob(glob, in_path=False)
+        except ValueError as exc:
+            raise _Invalid(item, f"bad glob {glob!r} in 'tests'{where}: {exc}") from None
+        globs.append(glob)
+    return tuple(globs)
 
 
 def _string(node: Node, key: str, expected: str, where: str) -> str:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 from .attribute import Attributed, Lineage
 from .errors import TraceError
@@ -27,7 +27,10 @@ from .model import (
     Verdict,
 )
 from .parse import Parser
-from .rules import Allowlist
+from .rules import Allowlist, Rule
+
+if TYPE_CHECKING:  # policy.py reads markers with the YAML loader, which judging never needs
+    from .policy import TestPolicy
 
 _Key = tuple[str, str, Union[Endpoint, str], bool]
 #: The verdict of a destination that no allowlist has judged yet.
@@ -119,17 +122,73 @@ def merge(a: Destination, b: Destination) -> Destination:
     )
 
 
-def judge(destinations: Iterable[Destination], allowlist: Allowlist) -> tuple[Destination, ...]:
-    """Allowed by the first matching rule, or a violation; each endpoint is matched once."""
-    verdicts: dict[Endpoint | None, Verdict] = {}
+def judge(
+    destinations: Iterable[Destination],
+    allowlist: Allowlist,
+    policies: Mapping[str, TestPolicy] | None = None,
+) -> tuple[Destination, ...]:
+    """Allowed by the first matching rule, or a violation. ``policies`` are the tests' own
+    markers, by nodeid.
+
+    Verdicts are memoised per (endpoint, names, test); the test counts only where it can change
+    the verdict (a test with a marker, or an allowlist with rules scoped to tests), so a plain
+    allowlist still matches each endpoint once.
+    """
+    verdicts: dict[tuple[Endpoint | None, frozenset[str], str | None], Verdict] = {}
+    per_test: dict[str, Allowlist] = {}
+    scoped = _Scoped(allowlist) if allowlist.scoped() else None
+    names: frozenset[str] = frozenset()
     judged = []
     for d in destinations:
-        verdict = verdicts.get(d.endpoint)
+        policy = policies.get(d.test) if policies else None
+        test = d.test if policy is not None or scoped is not None else None
+        key = (d.endpoint, names, test)
+        verdict = verdicts.get(key)
         if verdict is None:
-            rule = allowlist.match(d.endpoint)
-            verdict = verdicts[d.endpoint] = Verdict(None if rule is None else rule.name)
+            if policy is not None:
+                rules = per_test.get(d.test)
+                if rules is None:
+                    rules = per_test[d.test] = policy.applied_to(allowlist)
+                rule = rules.match(d.endpoint, names, d.test or None)
+            elif scoped is not None:
+                rule = scoped.match(d.endpoint, names, d.test or None)
+            else:
+                rule = allowlist.match(d.endpoint, names)
+            verdict = verdicts[key] = _verdict(rule, policy)
         judged.append(replace(d, verdict=verdict))
     return tuple(judged)
+
+
+class _Scoped:
+    """An allowlist with rules scoped to tests: which rules match an endpoint is worked out once
+    per endpoint, and then only their scopes are checked for each test."""
+
+    def __init__(self, allowlist: Allowlist) -> None:
+        self.rules = allowlist.all_rules()
+        self.plain = tuple(replace(rule, tests=()) if rule.tests else rule for rule in self.rules)
+        self.candidates: dict[tuple[Endpoint, frozenset[str]], tuple[Rule, ...]] = {}
+
+    def match(
+        self, endpoint: Endpoint | None, names: frozenset[str], test: str | None
+    ) -> Rule | None:
+        if endpoint is None:
+            return None
+        found = self.candidates.get((endpoint, names))
+        if found is None:
+            found = self.candidates[endpoint, names] = tuple(
+                rule
+                for rule, plain in zip(self.rules, self.plain)
+                if plain.matches(endpoint, names)
+            )
+        return next((r for r in found if not r.tests or (test and r.in_scope(test))), None)
+
+
+def _verdict(rule: Rule | None, policy: TestPolicy | None) -> Verdict:
+    if rule is None:
+        return UNJUDGED
+    if rule.builtin:
+        return Verdict(rule.name, "builtin")
+    return Verdict(rule.name, "marker" if policy and rule in policy.allow else "allowlist")
 
 
 def audit(items: Iterable[Attributed], allowlist: Allowlist) -> AuditResult:

@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import datetime
 import io
+import os
 import platform
 import signal
 import sys
@@ -20,8 +21,8 @@ from . import version
 from .audit import audit_lines, audit_log
 from .errors import EXIT_INCOMPLETE, EXIT_VIOLATIONS, ConfigError, NetauditError, TraceError
 from .model import AuditResult, RunInfo
+from .render import github, text
 from .render import json as json_report
-from .render import text
 from .settings import Settings, resolve
 from .trace import TRACED_SYSCALLS, TracedRun, find_tracer
 
@@ -90,6 +91,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("allowlist", nargs="?", metavar="ALLOWLIST")
     check.set_defaults(handler=_check)
+
+    schema = commands.add_parser(
+        "schema",
+        help="print the JSON Schema of the allowlist file (for editors)",
+        description="Print the JSON Schema of the allowlist file, for editors that validate "
+        "and complete YAML (docs/allowlist.md, 'Editor support'). Exit: 0.",
+    )
+    schema.set_defaults(handler=_schema)
     return parser
 
 
@@ -149,6 +158,7 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     run = _run_info(started, settings, command=tuple(command), strace=tracer.version, status=status)
+    _github(result)
     try:
         _emit(args.format, settings, result, run, sys.stderr)
     except ConfigError as err:  # the report file: it must not hide how the command ended
@@ -174,6 +184,7 @@ def _analyze(args: argparse.Namespace) -> int:
         raise TraceError(f"{log} {what}: nothing was judged")
     run = _run_info(_now(), settings, log=log)
     _emit(args.format, settings, result, run, sys.stdout)
+    _github(result)
     return EXIT_CLEAN if result.clean else EXIT_FOUND
 
 
@@ -183,6 +194,29 @@ def _check(args: argparse.Namespace) -> int:
     print(f"{choice.describe()}: valid")
     print(text.rules_table(allowlist))
     return EXIT_CLEAN
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from .allowlist import schema
+
+    sys.stdout.write(schema())
+    return EXIT_CLEAN
+
+
+def _github(result: AuditResult) -> None:
+    """Under GitHub Actions: annotations on stdout, where the runner reads workflow commands,
+    and the Markdown summary appended to $GITHUB_STEP_SUMMARY."""
+    if not github.enabled(os.environ):
+        return
+    sys.stdout.write(github.error_commands(result))
+    sys.stdout.flush()
+    path = os.environ.get(github.ENV_SUMMARY)
+    if path:
+        try:
+            with open(path, "a", encoding="utf-8") as summary:
+                summary.write(github.summary(result))
+        except OSError as err:
+            print(f"netaudit: warning: cannot write {path}: {err.strerror}", file=sys.stderr)
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -221,6 +221,8 @@ class Verdict:
     """Allowed by the named rule, or a violation when ``rule`` is None."""
 
     rule: str | None
+    #: Where the rule comes from: "allowlist", "marker" (a test's own) or "builtin".
+    by: str = ""
 
     @property
     def allowed(self) -> bool:

@@ -41,6 +41,9 @@ class Rule:
     builtin: bool = False
     source: str | None = None
     line: int | None = None
+    #: Nodeid globs (every wildcard matches any character, ``/`` and ``::`` included): the
+    #: rule allows only events attributed to a matching test; empty for every event.
+    tests: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # A rule for a family it cannot narrow would silently allow every destination of it.
@@ -50,8 +53,16 @@ class Rule:
         if (ip and (self.paths or self.abstract)) or (not ip and (self.networks or self.ports)):
             raise ValueError(f"rule {self.name!r} narrows by a key its family does not have")
 
-    def matches(self, endpoint: Endpoint) -> bool:
-        """True when this rule allows ``endpoint``; v4-mapped IPv6 is judged as the IPv4 it is."""
+    def matches(
+        self, endpoint: Endpoint, names: frozenset[str] = frozenset(), test: str | None = None
+    ) -> bool:
+        """True when this rule allows ``endpoint``; v4-mapped IPv6 is judged as the IPv4 it is.
+
+        ``test`` is the nodeid (or ``<session>``) the event is attributed to; a rule scoped by
+        ``tests`` allows nothing outside a test session (``test`` None or "").
+        """
+        if self.tests and not (test and self.in_scope(test)):
+            return False
         if self.family in (AF_INET, AF_INET6):
             ip = ip_of(endpoint)
             if ip is None or IP_FAMILY[ip.version] != self.family:
@@ -73,6 +84,10 @@ class Rule:
             compile_glob(p, in_path=True).fullmatch(address) for p in self.paths
         )
 
+    def in_scope(self, test: str) -> bool:
+        """True when ``test`` matches one of the rule's ``tests`` globs."""
+        return any(compile_glob(glob, in_path=False).fullmatch(test) for glob in self.tests)
+
 
 @dataclass(frozen=True)
 class Allowlist:
@@ -86,11 +101,23 @@ class Allowlist:
         """Every rule in matching order."""
         return self.rules + BUILTIN_RULES if self.builtins else self.rules
 
-    def match(self, endpoint: Endpoint | None) -> Rule | None:
-        """The first rule that allows ``endpoint``; None for a violation or an unparsed call."""
+    def match(
+        self,
+        endpoint: Endpoint | None,
+        names: frozenset[str] = frozenset(),
+        test: str | None = None,
+    ) -> Rule | None:
+        """The first rule that allows ``endpoint`` for ``test``; None for a violation or an
+        unparsed call."""
         if endpoint is None:
             return None
-        return next((rule for rule in self.all_rules() if rule.matches(endpoint)), None)
+        return next(
+            (rule for rule in self.all_rules() if rule.matches(endpoint, names, test)), None
+        )
+
+    def scoped(self) -> tuple[Rule, ...]:
+        """The rules that apply only to some tests."""
+        return tuple(rule for rule in self.rules if rule.tests)
 
 
 BUILTIN_RULES: tuple[Rule, ...] = (

@@ -32,6 +32,7 @@ KEYS: dict[str, type] = {
     "verbose": bool,
     "report": str,
     "suggest_rules": bool,
+    "junit_failures": bool,
 }
 
 Value = Union[bool, str]
@@ -204,6 +205,8 @@ class Settings:
     suggest_rules: bool = False
     #: The pyproject.toml file and line that named ``report``, if one did.
     report_setting: tuple[str, int | None] | None = None
+    #: With --junitxml: a failure entry on each test whose own calls were violations.
+    junit_failures: bool = False
 
     def check_report(self) -> None:
         if self.report is not None:
@@ -218,6 +221,7 @@ def resolve(
     report: str | None = None,
     suggest_rules: bool | None = None,
     config: ProjectConfig | None = None,
+    junit_failures: bool | None = None,
 ) -> Settings:
     """Resolves flags (None = not given) against ``config`` (default: the nearest pyproject)."""
     if config is None:
@@ -229,5 +233,8 @@ def resolve(
         report_setting=None if report else config.where("report"),
         suggest_rules=(
             suggest_rules if suggest_rules is not None else bool(config.get("suggest_rules"))
+        ),
+        junit_failures=(
+            junit_failures if junit_failures is not None else bool(config.get("junit_failures"))
         ),
     )

@@ -16,7 +16,7 @@ Protocol, one JSON object per line from the run; replies are a JSON line to ``he
 length-prefixed pickle of ``RunAudit`` to ``finish`` (the supervisor is the trusted side,
 so only it sends pickles):
 ``{"op": "hello", "run", "worker", "pid"}``, ``{"op": "test", "run", "worker", "test",
-"nodeid", "location"}``, ``{"op": "finish", "run"}``.
+"nodeid", "location"[, "policy"]}``, ``{"op": "finish", "run"}``.
 """
 
 from __future__ import annotations
@@ -62,11 +62,14 @@ class RunAudit:
     locations: tuple[tuple[str, str], ...] = ()
     #: Why the audit of this run is incomplete; "" when it is complete.
     problem: str = ""
+    #: nodeid -> the JSON of its netaudit markers (policy.normalise), for tests that have any.
+    policies: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
 class _Run:
     tests: dict[tuple[str, int], tuple[str, str]] = field(default_factory=dict)
+    policies: dict[str, str] = field(default_factory=dict)
     finished: bool = False
     served: bool = False
 
@@ -234,6 +237,9 @@ class Supervisor:
             with self._cond:
                 entry = self._runs.setdefault(run, _Run())
                 entry.tests[(markers.safe_worker(worker), test)] = (nodeid, location)
+                policy = message.get("policy")
+                if isinstance(policy, dict):
+                    entry.policies[nodeid] = json.dumps(policy)
                 self._cond.notify_all()
 
     def audit_of(self, run: str) -> RunAudit:
@@ -293,6 +299,7 @@ class Supervisor:
             stats=replace(self._parser.stats, lines=self._lines, calls=calls, unparsed=unparsed),
             locations=tuple(sorted(set(tests.values()))),
             problem=problem,
+            policies=tuple(sorted(self._runs[run].policies.items())),
         )
 
     def leftovers(self) -> tuple[RunAudit, bool]:

@@ -536,7 +536,7 @@ BAD = [
     pytest.param(
         "version: 1\nallowlist:\n  - family: AF_INET\n    host: example.com\n",
         "allow.yaml:4: unknown key 'host' in rule #1 "
-        "(valid: name, family, addr, cidr, port, path, abstract)",
+        "(valid: name, family, addr, cidr, port, path, abstract, tests)",
         id="unknown-rule-key",
     ),
     pytest.param(

@@ -167,7 +167,7 @@ def test_feeding_twice_adds_to_the_same_tallies() -> None:
     assert (d.count, d.pids) == (2, (10, 11))
 
 
-Match = Callable[[Allowlist, Optional[Endpoint]], Optional[Rule]]
+Match = Callable[..., Optional[Rule]]
 
 
 class Spy:
@@ -177,9 +177,14 @@ class Spy:
         self.asked: Counter[Endpoint | None] = Counter()
 
     def wrap(self, match: Match) -> Match:
-        def counting(allowlist: Allowlist, endpoint: Endpoint | None) -> Rule | None:
+        def counting(
+            allowlist: Allowlist,
+            endpoint: Endpoint | None,
+            names: frozenset[str] = frozenset(),
+            test: str | None = None,
+        ) -> Rule | None:
             self.asked[endpoint] += 1
-            return match(allowlist, endpoint)
+            return match(allowlist, endpoint, names, test)
 
         return counting
 

@@ -19,7 +19,7 @@ import pytest
 
 from .. import markers
 from ..supervisor import ENV_RUN, ENV_SUPERVISOR
-from . import launch, options
+from . import launch, marks, options
 from .driver import Driver, Role
 from .xdist import XdistGlue, worker_role
 
@@ -72,6 +72,7 @@ def _supervise(config: pytest.Config, namespace: argparse.Namespace) -> int | No
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    marks.register(config)
     role = _role(config)
     if role is None:
         return

@@ -24,14 +24,17 @@ import pytest
 
 from .. import markers, version
 from ..audit import judge
+from ..errors import AllowlistError
 from ..model import AuditResult, MarkVerb, RunInfo
+from ..policy import Wire, policies
 from ..proctree import tracer_pid
+from ..render import github, text
 from ..render import json as json_report
-from ..render import text
 from ..rules import Allowlist
 from ..settings import Settings
 from ..supervisor import ENV_SUPERVISOR, RunAudit, connect, read_audit
 from ..trace import TRACED_SYSCALLS
+from . import junit, marks
 from .status import INTERNAL_ERROR, TESTS_FAILED, worse
 
 
@@ -64,6 +67,10 @@ class Driver:
         self.audit: RunAudit | None = None
         self.problem = ""
         self._tests: dict[str, int] = {}
+        self._policies: dict[str, Wire | None] = {}
+        self._finished = False
+        #: The test cases of the --junitxml file this process writes, if it writes one.
+        self.junit_cases: junit.Cases | None = None
         self._current = -1
         self._outbox: list[str] = []
         self._pending = 0
@@ -154,6 +161,13 @@ class Driver:
 
     # -- test boundaries ----------------------------------------------------------------
 
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """junitxml's writer exists once every plugin is configured."""
+        xml = junit.log_xml(self.config) if self.role.reports else None
+        if xml is not None:
+            self.junit_cases = junit.Cases(xml)
+            self.config.pluginmanager.register(self.junit_cases, "netaudit-junit")
+
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(
         self, item: pytest.Item, nextitem: pytest.Item | None
@@ -198,12 +212,44 @@ class Driver:
             test = self._tests[item.nodeid] = len(self._tests)
             path, line, _ = item.location
             where = path if line is None else f"{path}:{line + 1}"
+            message = {"op": "test", "run": self.role.run, "worker": self.role.worker,
+                       "test": test, "nodeid": item.nodeid, "location": where}  # fmt: skip
+            policy = self._policy(item)
+            if policy is not None:
+                message["policy"] = policy
             # A lost connection shows at the end, when the report cannot be asked for.
             with contextlib.suppress(OSError):
-                self._send({"op": "test", "run": self.role.run, "worker": self.role.worker,
-                            "test": test, "nodeid": item.nodeid, "location": where},
-                           batch=test > 0)  # fmt: skip
+                self._send(message, batch=test > 0)
         return test
+
+    def _policy(self, item: pytest.Item) -> Wire | None:
+        if item.nodeid not in self._policies:
+            self._policies[item.nodeid] = marks.item_policy(item)
+        return self._policies[item.nodeid]
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """Every test's markers are checked before any test runs: a mistake is a usage error."""
+        for item in items:
+            self._policy(item)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_make_collect_report(
+        self, collector: pytest.Collector
+    ) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+        """In an xdist worker, a usage error would crash the worker: there a marker's mistake
+        is a collection error instead, which xdist reports and which stops the session."""
+        report = yield
+        if not self.role.worker or not report.passed:
+            return report
+        for node in report.result:
+            if isinstance(node, pytest.Item):
+                try:
+                    self._policy(node)
+                except pytest.UsageError as err:
+                    return pytest.CollectReport(
+                        collector.nodeid, "failed", str(err), [], sections=report.sections
+                    )
+        return report
 
     # -- the report ---------------------------------------------------------------------
 
@@ -216,17 +262,27 @@ class Driver:
         ]
 
     @pytest.hookimpl(tryfirst=True, specname="pytest_sessionfinish")
-    def pytest_sessionfinish_ends_the_last_test(self) -> None:
-        """What other plugins do at the session's finish belongs to the session."""
+    def pytest_sessionfinish_ends_the_last_test(self, session: pytest.Session) -> None:
+        """What other plugins do at the session's finish belongs to the session.
+
+        With --junitxml, the run is judged here, before junitxml writes its file, so that the
+        violations can be recorded in it; what other plugins then do is reported by the
+        supervisor as calls made after the session's own report.
+        """
         self._mark(MarkVerb.END)
         if self._outbox:
             with contextlib.suppress(OSError):
                 self._send({"op": "bye"})  # the rest of the table, at once
+        if self.junit_cases is not None:
+            self._finish(session)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if not self.role.reports:
-            return
+        if self.role.reports and not self._finished:
+            self._finish(session)
+
+    def _finish(self, session: pytest.Session) -> None:
+        self._finished = True
         self._mark(MarkVerb.FINISH)
         try:
             self._send({"op": "finish", "run": self.role.run})
@@ -235,15 +291,43 @@ class Driver:
             self.problem = f"the supervisor did not answer ({err})"
             return self._fail(session, INTERNAL_ERROR)
         self.problem = audit.problem
+        try:
+            tests = policies(audit.policies, dict(audit.locations))
+        except AllowlistError as err:  # checked where the test ran: only a bug gets here
+            self.problem = f"a test's netaudit marker cannot be read: {err}"
+            tests = {}
         result = self.result = AuditResult(
-            judge(audit.destinations, self.allowlist), audit.findings, audit.stats
+            judge(audit.destinations, self.allowlist, tests), audit.findings, audit.stats
         )
         if result.findings or self.problem:
             self._fail(session, INTERNAL_ERROR)
         elif result.violations:
             self._fail(session, TESTS_FAILED)
+        if self.junit_cases is not None:
+            self.junit_cases.record(result.violations, self.settings.junit_failures)
         if self.settings.report is not None:
             self._write_report(result, int(session.exitstatus))
+        if github.enabled(os.environ):
+            self._step_summary(result)
+
+    def _github_locations(self) -> dict[str, str]:
+        """Test locations relative to the checkout ($GITHUB_WORKSPACE), as annotations need."""
+        locations = dict(self.audit.locations) if self.audit is not None else {}
+        workspace = os.environ.get("GITHUB_WORKSPACE")
+        if not workspace:
+            return locations
+        root = self.config.rootpath
+        return {test: os.path.relpath(root / where, workspace) for test, where in locations.items()}
+
+    def _step_summary(self, result: AuditResult) -> None:
+        path = os.environ.get(github.ENV_SUMMARY)
+        if not path:
+            return
+        try:
+            with open(path, "a", encoding="utf-8") as summary:
+                summary.write(github.summary(result, self._github_locations()))
+        except OSError as err:
+            self.problem = self.problem or f"cannot write {path}: {err.strerror}"
 
     def _fail(self, session: pytest.Session, failure: int) -> None:
         session.exitstatus = worse(int(session.exitstatus), failure)
@@ -289,6 +373,9 @@ class Driver:
         if summary:
             tr.write_line("")
             for line in summary.splitlines():
+                tr.write_line(line)
+        if github.enabled(os.environ):
+            for line in github.error_commands(result, self._github_locations()).splitlines():
                 tr.write_line(line)
         if self.settings.suggest_rules and result.violations:
             from ..render.suggest import suggest_rules  # loads PyYAML, needed only here

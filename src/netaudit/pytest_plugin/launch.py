@@ -19,8 +19,9 @@ import pytest
 
 from .. import markers
 from ..audit import judge
-from ..errors import NetauditError, TracerUnavailable
+from ..errors import AllowlistError, NetauditError, TracerUnavailable
 from ..model import AuditResult
+from ..policy import policies
 from ..render import text
 from ..rules import Allowlist
 from ..settings import Settings
@@ -90,7 +91,11 @@ def _after(supervisor: Supervisor, settings: Settings, allowlist: Allowlist, sta
         pids = ", ".join(str(pid) for pid in traced.leftover_pids)
         _say(f"netaudit: the session left processes running; they were ended: {pids}")
     audit, whole = supervisor.leftovers()
-    result = AuditResult(judge(audit.destinations, allowlist), audit.findings, audit.stats)
+    try:
+        tests = policies(audit.policies, dict(audit.locations))
+    except AllowlistError:  # the session refused it already, as a usage error
+        tests = {}
+    result = AuditResult(judge(audit.destinations, allowlist, tests), audit.findings, audit.stats)
     if whole and status == USAGE_ERROR and result.clean and not audit.problem:
         return status  # pytest refused its arguments, and said so: nothing ran to report on
     if whole:

@@ -49,6 +49,13 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         help="print allowlist rules that would allow the violations",
     )
+    group.addoption(
+        "--netaudit-junit-failures",
+        action="store_true",
+        default=None,
+        help="with --junitxml, also record a failure on each test whose own calls were "
+        "violations (they are always recorded as properties)",
+    )
 
 
 def project_config(config: pytest.Config) -> ProjectConfig:
@@ -87,6 +94,7 @@ def settings(
             report=options.netaudit_report,
             suggest_rules=options.netaudit_suggest_rules,
             config=project,
+            junit_failures=options.netaudit_junit_failures,
         )
         allowlist = resolved.allowlist.load()  # checked now, before any test runs
         resolved.check_report()

@@ -79,6 +79,7 @@ def _destination(d: Destination, location: str | None = None) -> dict[str, Any]:
         "raw": d.raw or None,
         "verdict": "allowed" if d.verdict.allowed else "violation",
         "rule": d.verdict.rule,
+        "allowed_by": d.verdict.by or None,
         "count": d.count,
         "pids": list(d.pids),
         "programs": list(d.programs),

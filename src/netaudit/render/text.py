@@ -133,6 +133,10 @@ def rules_table(allowlist: Allowlist) -> str:
         rows.append(f"  {where:<9} {rule.name:<32} {describe_rule(rule)}")
     if not allowlist.builtins:
         rows.append("  (built-in rules are switched off)")
+    scoped = allowlist.scoped()
+    if scoped:
+        names = ", ".join(repr(rule.name) for rule in scoped)
+        rows.append(f"  scoped to some tests (pytest --netaudit only): {names}")
     return "\n".join(rows)
 
 
@@ -148,4 +152,6 @@ def describe_rule(rule: Rule) -> str:
         what.append("port " + ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in rule.ports))
     if len(what) == 1:
         what.append("any destination")
+    if rule.tests:
+        what.append("only in tests " + ", ".join(rule.tests))
     return " ".join(what)
