@@ -23,7 +23,7 @@ from .model import AuditResult, RunInfo
 from .render import json as json_report
 from .render import text
 from .settings import Settings, resolve
-from .trace import TRACED_SYSCALLS, TracedRun, find_tracer
+from .trace import TracedRun, find_tracer, traced_syscalls
 
 #: `netaudit analyze` and `netaudit check`: exit codes as documented in docs/cli.md.
 EXIT_CLEAN = 0
@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_report_options(run)
     run.add_argument("--strace", metavar="PATH", help="the strace to use (default: from PATH)")
+    run.add_argument(
+        "--names",
+        action="store_true",
+        default=None,
+        help="read DNS answers to name destinations and allow 'host' rules (slower when "
+        "the command sends and receives a lot; see docs/performance.md)",
+    )
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command")
     run.set_defaults(handler=_run)
 
@@ -127,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
     for warning in tracer.warnings:
         print(f"netaudit: warning: {warning}", file=sys.stderr)
     started = _now()
-    with _sigterm_exits(), TracedRun(tracer) as traced:
+    with _sigterm_exits(), TracedRun(tracer, names=settings.names) as traced:
         status = traced.run(command)
         result = audit_log(traced.log_path, allowlist)
         leftovers = traced.leftover_pids
@@ -235,7 +242,7 @@ def _run_info(
         log=log,
         allowlist=None if settings.allowlist.path is None else str(settings.allowlist.path),
         strace_version=strace,
-        syscalls=TRACED_SYSCALLS if command else (),
+        syscalls=traced_syscalls(settings.names) if command else (),
         exit_status=status,
     )
 

@@ -21,6 +21,10 @@ IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 FAMILIES = (AF_INET, AF_INET6, AF_UNIX, AF_NETLINK)
 #: The family an IP address of each version belongs to.
 IP_FAMILY = {4: AF_INET, 6: AF_INET6}
+#: The family of a host rule written without one: a name resolves to IPv4 and IPv6 alike.
+ANY_IP = "AF_INET/AF_INET6"
+#: The verdict's rule for a UDP connect that only sorted DNS answers (model.PROBE).
+RESOLVED = "resolved, not connected (UDP probe)"
 
 
 @dataclass(frozen=True)
@@ -41,20 +45,33 @@ class Rule:
     builtin: bool = False
     source: str | None = None
     line: int | None = None
+    #: Host names or ``*.suffix`` patterns (lower case): the address must have been the
+    #: answer for a matching name in the trace (see docs/allowlist.md).
+    hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # A rule for a family it cannot narrow would silently allow every destination of it.
-        if self.family not in FAMILIES:
+        if self.family not in FAMILIES and not (self.family == ANY_IP and self.hosts):
             raise ValueError(f"a rule cannot allow family {self.family!r}")
-        ip = self.family in (AF_INET, AF_INET6)
-        if (ip and (self.paths or self.abstract)) or (not ip and (self.networks or self.ports)):
+        ip = self.family in (AF_INET, AF_INET6, ANY_IP)
+        if (ip and (self.paths or self.abstract)) or (
+            not ip and (self.networks or self.ports or self.hosts)
+        ):
             raise ValueError(f"rule {self.name!r} narrows by a key its family does not have")
 
-    def matches(self, endpoint: Endpoint) -> bool:
-        """True when this rule allows ``endpoint``; v4-mapped IPv6 is judged as the IPv4 it is."""
-        if self.family in (AF_INET, AF_INET6):
+    def matches(
+        self, endpoint: Endpoint, names: frozenset[str] = frozenset(), test: str | None = None
+    ) -> bool:
+        """True when this rule allows ``endpoint``; v4-mapped IPv6 is judged as the IPv4 it is.
+
+        ``names`` are the host names the trace saw resolve to the endpoint's address; a host
+        rule allows nothing else. ``test`` is the nodeid of the test that made the call.
+        """
+        if self.hosts and not any(host_matches(p, n) for p in self.hosts for n in names):
+            return False
+        if self.family in (AF_INET, AF_INET6, ANY_IP):
             ip = ip_of(endpoint)
-            if ip is None or IP_FAMILY[ip.version] != self.family:
+            if ip is None or (self.family != ANY_IP and IP_FAMILY[ip.version] != self.family):
                 return False
             if self.networks and not any(ip in network for network in self.networks):
                 return False
@@ -86,11 +103,18 @@ class Allowlist:
         """Every rule in matching order."""
         return self.rules + BUILTIN_RULES if self.builtins else self.rules
 
-    def match(self, endpoint: Endpoint | None) -> Rule | None:
+    def match(
+        self,
+        endpoint: Endpoint | None,
+        names: frozenset[str] = frozenset(),
+        test: str | None = None,
+    ) -> Rule | None:
         """The first rule that allows ``endpoint``; None for a violation or an unparsed call."""
         if endpoint is None:
             return None
-        return next((rule for rule in self.all_rules() if rule.matches(endpoint)), None)
+        return next(
+            (rule for rule in self.all_rules() if rule.matches(endpoint, names, test)), None
+        )
 
 
 BUILTIN_RULES: tuple[Rule, ...] = (
@@ -113,7 +137,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
 
 DEFAULT = Allowlist(rules=())
 #: Names a user's rule may not take: reports show only the name.
-BUILTIN_NAMES = frozenset(rule.name for rule in BUILTIN_RULES)
+BUILTIN_NAMES = frozenset(rule.name for rule in BUILTIN_RULES) | {RESOLVED}
 
 
 def ip_of(endpoint: Endpoint) -> IPAddress | None:
@@ -122,6 +146,13 @@ def ip_of(endpoint: Endpoint) -> IPAddress | None:
     None when the endpoint is of another family or its address is not a well-formed IP.
     """
     return _ip_of(endpoint.family, endpoint.address)
+
+
+def host_matches(pattern: str, name: str) -> bool:
+    """``name`` is ``pattern``, or ends in ``.suffix`` for ``*.suffix`` (one label or more)."""
+    if pattern.startswith("*."):
+        return name.endswith(pattern[1:]) and len(name) > len(pattern) - 1
+    return name == pattern
 
 
 def glob_escape(text: str) -> str:

@@ -32,6 +32,7 @@ KEYS: dict[str, type] = {
     "verbose": bool,
     "report": str,
     "suggest_rules": bool,
+    "names": bool,
 }
 
 Value = Union[bool, str]
@@ -202,6 +203,8 @@ class Settings:
     verbose: bool = False
     report: Path | None = None
     suggest_rules: bool = False
+    #: Trace DNS answers to name destinations and allow host rules (docs/performance.md).
+    names: bool = False
     #: The pyproject.toml file and line that named ``report``, if one did.
     report_setting: tuple[str, int | None] | None = None
 
@@ -217,6 +220,7 @@ def resolve(
     verbose: bool | None = None,
     report: str | None = None,
     suggest_rules: bool | None = None,
+    names: bool | None = None,
     config: ProjectConfig | None = None,
 ) -> Settings:
     """Resolves flags (None = not given) against ``config`` (default: the nearest pyproject)."""
@@ -230,4 +234,5 @@ def resolve(
         suggest_rules=(
             suggest_rules if suggest_rules is not None else bool(config.get("suggest_rules"))
         ),
+        names=names if names is not None else bool(config.get("names")),
     )

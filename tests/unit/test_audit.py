@@ -177,9 +177,14 @@ class Spy:
         self.asked: Counter[Endpoint | None] = Counter()
 
     def wrap(self, match: Match) -> Match:
-        def counting(allowlist: Allowlist, endpoint: Endpoint | None) -> Rule | None:
+        def counting(
+            allowlist: Allowlist,
+            endpoint: Endpoint | None,
+            names: frozenset[str] = frozenset(),
+            test: str | None = None,
+        ) -> Rule | None:
             self.asked[endpoint] += 1
-            return match(allowlist, endpoint)
+            return match(allowlist, endpoint, names, test)
 
         return counting
 

@@ -31,7 +31,7 @@ from ..render import text
 from ..rules import Allowlist
 from ..settings import Settings
 from ..supervisor import ENV_SUPERVISOR, RunAudit, connect, read_audit
-from ..trace import TRACED_SYSCALLS
+from ..trace import traced_syscalls
 from .status import INTERNAL_ERROR, TESTS_FAILED, worse
 
 
@@ -257,7 +257,7 @@ class Driver:
             command=("pytest", *self.config.invocation_params.args),
             allowlist=_path(self.settings),
             strace_version=self._hello.get("strace_version"),
-            syscalls=TRACED_SYSCALLS,
+            syscalls=traced_syscalls(self.settings.names),
             exit_status=status,
         )
         document = json_report.to_json(result, run, dict(self.audit.locations))
