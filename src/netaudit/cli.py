@@ -199,6 +199,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         verbose=args.verbose,
         report=args.report,
         suggest_rules=args.suggest_rules,
+        names=getattr(args, "names", None),
     )
     settings.check_report()  # known before the run, not after it
     return settings
