@@ -167,7 +167,7 @@ def test_feeding_twice_adds_to_the_same_tallies() -> None:
     assert (d.count, d.pids) == (2, (10, 11))
 
 
-Match = Callable[[Allowlist, Optional[Endpoint]], Optional[Rule]]
+Match = Callable[[Allowlist, Optional[Endpoint], frozenset[str], Optional[str]], Optional[Rule]]
 
 
 class Spy:
