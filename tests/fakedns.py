@@ -27,6 +27,18 @@ from collections.abc import Mapping, Sequence
 
 Zone = Mapping[str, Sequence[str]]
 
+#: The names the tests and the fixture logs use.
+EXAMPLE_ZONE: dict[str, list[str]] = {
+    "api.example.test": ["192.0.2.10", "2001:db8::10"],
+    "www.shop.test": ["CNAME edge.cdn.test"],
+    "edge.cdn.test": ["192.0.2.30"],
+    "raw.example.test": ["192.0.2.40"],
+    "msg.example.test": ["198.51.100.50"],
+    "bucket1.s3.example.test": ["203.0.113.61"],
+    "bucket2.s3.example.test": ["203.0.113.62"],
+    "local.example.test": ["127.0.0.1"],
+}
+
 _LIFETIME = 600
 _TTL = 60
 #: The shell around the command: namespace set-up, the server, the command, the server's end.
