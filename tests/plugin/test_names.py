@@ -63,6 +63,7 @@ def test_names_in_every_report_and_host_rules_under_pytest(
     )  # fmt: skip
     out = "\n".join(result.outlines)
     assert result.ret == 1, out
+    result.stdout.fnmatch_lines(["netaudit: strace * (*, seccomp-bpf, DNS names)"])
     # The verbose table: a test that only resolves made probes, shown as resolved, and queries.
     table = out[
         out.index("[test_lookups.py::test_resolve_only]") : out.index("[test_lookups.py::test_api]")

@@ -209,6 +209,7 @@ class Driver:
 
     def pytest_report_header(self) -> list[str]:
         mode = "seccomp-bpf" if self._hello.get("seccomp_bpf") else "plain ptrace (slower)"
+        mode += ", DNS names" if self.settings.names else ""
         return [
             f"netaudit: auditing network egress; allowlist: {self.settings.allowlist.describe()}",
             f"netaudit: strace {self._hello.get('strace_version')} "
