@@ -131,8 +131,9 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     allowlist = settings.allowlist.load()
     tracer = find_tracer(args.strace)
-    for warning in tracer.warnings:
-        print(f"netaudit: warning: {warning}", file=sys.stderr)
+    for warning in (*tracer.warnings, allowlist.unnamed_hosts(settings.names)):
+        if warning:
+            print(f"netaudit: warning: {warning}", file=sys.stderr)
     started = _now()
     with _sigterm_exits(), TracedRun(tracer, names=settings.names) as traced:
         status = traced.run(command)

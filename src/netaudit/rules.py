@@ -103,6 +103,18 @@ class Allowlist:
         """Every rule in matching order."""
         return self.rules + BUILTIN_RULES if self.builtins else self.rules
 
+    def unnamed_hosts(self, names: bool) -> str:
+        """A warning when host rules cannot allow anything because names are not traced."""
+        hosts = [rule for rule in self.rules if rule.hosts]
+        if names or not hosts:
+            return ""
+        first = hosts[0]
+        return (
+            f"{len(hosts)} host rule(s) (the first at {first.source}:{first.line}) allow nothing "
+            "without DNS names traced: add --names (pytest: --netaudit-names) or "
+            "'names = true' under [tool.netaudit]"
+        )
+
     def match(
         self,
         endpoint: Endpoint | None,

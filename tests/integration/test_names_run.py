@@ -93,6 +93,8 @@ def test_without_names_host_rules_allow_nothing_and_probes_are_connections(
 ) -> None:
     status, _, err = run(fake_dns, tmp_path, "--report", "report.json")
     assert status == EXIT_VIOLATIONS, err
+    warning = f"2 host rule(s) (the first at {tmp_path / 'netaudit.yaml'}:3) allow nothing"
+    assert f"netaudit: warning: {warning} without DNS names traced" in err
     rows = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))["destinations"]
     assert {r["kind"] for r in rows} == {"connection"}
     assert not any(r["names"] for r in rows)

@@ -274,6 +274,14 @@ def test_a_bad_host_rule_is_an_error_at_its_line(rule: str, message: str) -> Non
     assert str(raised.value).startswith(message)
 
 
+def test_check_lists_host_rules_with_their_names() -> None:
+    table = text.rules_table(loads(HOST_RULES, "allow.yaml"))
+    assert (
+        "line 5    buckets                          AF_INET/AF_INET6 host *.s3.example.test"
+        in table
+    )
+
+
 def test_resolved_is_a_name_no_rule_may_take() -> None:
     with pytest.raises(AllowlistError, match="taken by a built-in rule"):
         loads(f"version: 1\nallowlist:\n  - name: '{RESOLVED}'\n    family: AF_UNIX\n")

@@ -210,11 +210,12 @@ class Driver:
     def pytest_report_header(self) -> list[str]:
         mode = "seccomp-bpf" if self._hello.get("seccomp_bpf") else "plain ptrace (slower)"
         mode += ", DNS names" if self.settings.names else ""
+        unnamed = self.allowlist.unnamed_hosts(self.settings.names)
         return [
             f"netaudit: auditing network egress; allowlist: {self.settings.allowlist.describe()}",
             f"netaudit: strace {self._hello.get('strace_version')} "
             f"({self._hello.get('strace')}, {mode})",
-        ]
+        ] + ([f"netaudit: warning: {unnamed}"] if unnamed else [])
 
     @pytest.hookimpl(tryfirst=True, specname="pytest_sessionfinish")
     def pytest_sessionfinish_ends_the_last_test(self) -> None:

@@ -149,6 +149,8 @@ def rules_table(allowlist: Allowlist) -> str:
 
 def describe_rule(rule: Rule) -> str:
     what = [rule.family]
+    if rule.hosts:
+        what.append("host " + ", ".join(rule.hosts))
     if rule.networks:
         what.append(", ".join(str(n) for n in rule.networks))
     if rule.paths:
