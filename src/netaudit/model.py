@@ -74,7 +74,8 @@ class NetCall(NamedTuple):
     is 3-4x cheaper (measured 0.3 us against 1.0 us), which the 1,000,000-event budget needs.
 
     ``dest`` is None for a line the parser could not understand; ``raw`` then holds the line,
-    and no rule ever allows it.
+    and no rule ever allows it. With a ``dest``, ``raw`` says what the call was besides a call
+    to it: a DNS query (DNS_QUERY) or, once attributed, a resolve-only probe (PROBE).
     """
 
     syscall: Syscall
