@@ -3,6 +3,7 @@ properties: whatever the bytes, it never raises and never names what the bytes d
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 
 from hypothesis import given, settings
@@ -10,6 +11,8 @@ from hypothesis import strategies as st
 
 from netaudit import dns
 from netaudit.dns import Answer, Question
+from netaudit.model import Resolved
+from netaudit.parse import Parser
 
 FAST = settings(max_examples=300, deadline=None)
 NAMES = st.lists(
@@ -118,9 +121,9 @@ def test_any_bytes_never_raise(payload: bytes) -> None:
 @FAST
 @given(NAMES, st.lists(st.ip_addresses(v=4), max_size=4), st.integers(0, 200))
 def test_a_cut_message_never_invents_a_name_or_address(
-    name: str, ips: list[object], cut: int
+    name: str, ips: list[ipaddress.IPv4Address], cut: int
 ) -> None:
-    records = [record(POINTER, 1, ip.packed) for ip in ips]  # type: ignore[attr-defined]
+    records = [record(POINTER, 1, ip.packed) for ip in ips]
     whole = response(name, 1, records)
     part = whole[: len(whole) - cut]
     answer = dns.answer(part)
@@ -147,3 +150,45 @@ def test_garbage_after_a_question_never_adds_a_name(name: str, junk: bytes, at: 
 @given(NAMES, st.integers(1, 0xFFFF))
 def test_a_built_query_reads_back(name: str, qtype: int) -> None:
     assert dns.questions(query(name, qtype)) == (Question(name, dns.type_name(qtype)),)
+
+
+def strace_string(payload: bytes, limit: int = 512) -> str:
+    """``payload`` quoted as strace -x -s LIMIT prints it: all hex once any byte is not
+    printable, and ``"..."...`` when cut."""
+    shown = payload[:limit]
+    if all(32 <= b < 127 for b in shown):
+        body = shown.decode().replace("\\", "\\\\").replace('"', '\\"')
+    else:
+        body = "".join(f"\\x{b:02x}" for b in shown)
+    return f'"{body}"' + ("..." if len(payload) > limit else "")
+
+
+def answers_of(payload: bytes, limit: int = 512) -> list[Resolved]:
+    line = (
+        "7 1.5 recvfrom(3<UDP:[127.0.0.1:4000->127.0.0.1:53]>, "
+        f"{strace_string(payload, limit)}, 2048, 0, {{sa_family=AF_INET, sin_port=htons(53), "
+        f'sin_addr=inet_addr("127.0.0.1")}}, [28 => 16]) = {len(payload)}\n'
+    )
+    return [r for r in Parser().records([line]) if isinstance(r, Resolved)]
+
+
+@FAST
+@given(st.binary(max_size=300), st.integers(1, 300))
+def test_a_received_buffer_of_any_bytes_never_raises_nor_names_what_it_lacks(
+    payload: bytes, limit: int
+) -> None:
+    for resolved in answers_of(payload, limit):
+        for _, names in resolved.addresses:
+            for name in names:
+                assert all(label.encode() in payload.lower() for label in name.split("."))
+
+
+@FAST
+@given(NAMES, st.lists(st.ip_addresses(v=4), min_size=1, max_size=3), st.integers(12, 120))
+def test_an_answer_cut_by_strace_keeps_its_whole_records(
+    name: str, ips: list[ipaddress.IPv4Address], limit: int
+) -> None:
+    payload = response(name, 1, [record(POINTER, 1, ip.packed) for ip in ips])
+    got = {a for r in answers_of(payload, limit) for a, _ in r.addresses}
+    whole = [ip for n, ip in enumerate(ips) if len(payload) - 16 * (len(ips) - n - 1) <= limit]
+    assert got == {str(ip) for ip in whole}
