@@ -80,8 +80,8 @@ def main() -> None:
         netaudit = [str(Path(sys.executable).parent / "netaudit"), "run"]
         suite = [
             sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:netaudit",
-            str(ROOT / "tests" / "unit" / "test_allowlist.py"),
             str(ROOT / "tests" / "unit" / "test_render.py"),
+            str(ROOT / "tests" / "unit" / "test_audit.py"),
         ]  # fmt: skip
         workloads = {
             f"ping-pong, {args.round_trips} round trips": [
@@ -90,7 +90,7 @@ def main() -> None:
             f"HTTP on loopback, {args.requests} requests": [
                 PYTHON, "-c", HTTP, str(args.requests)
             ],
-            "pytest suite (tests/unit: allowlist, render)": suite,
+            "pytest suite (tests/unit: render, audit)": suite,
         }  # fmt: skip
         for title, command in workloads.items():
             runs = {
