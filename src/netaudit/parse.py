@@ -4,8 +4,13 @@ A log can hold a million calls, so the common complete line ``PID EPOCH name(arg
 takes a fast path: its decoded call is cached by text, because destinations repeat. Every other
 form goes through a careful path. A line that names a sending syscall always yields a NetCall,
 unparsed (``dest=None``) if need be, unless it is a documented non-event: a send without an
-address, or a connect to AF_UNSPEC (a disconnect). How strace prints strings, structures and
-socket addresses is read by ``notation``; this module knows lines, pids and calls.
+address (but on a UDP socket whose peer -yy shows: that is a send to the peer), or a connect
+to AF_UNSPEC (a disconnect). How strace prints strings, structures and socket addresses is
+read by ``notation``; this module knows lines, pids and calls.
+
+DNS, when the log shows payloads: each question a send to port 53 carries is a NetCall of its
+own (``raw`` is model.DNS_QUERY and the question), and each answer a recvfrom/recvmsg got from
+port 53 is a Resolved record (decoded by ``dns``).
 """
 
 from __future__ import annotations
