@@ -40,6 +40,8 @@ HOLD_WINDOW = 2000
 
 #: How many answered addresses each process keeps the names of (the most recent ones).
 NAMES_PER_PROCESS = 1024
+#: How many processes keep names (those that received answers most recently).
+NAMED_PROCESSES = 4096
 #: How far up the tree a call looks for the DNS answer that named its address.
 NAME_ANCESTORS = 8
 
@@ -137,7 +139,10 @@ class Lineage:
                 for test, after, run in began:
                     yield NetEvent(record, process, test, after, run, names)
         elif isinstance(record, Resolved):
-            known = self._answers.setdefault(pid, {})
+            known = self._answers.pop(pid, {})  # re-inserted: the most recent goes last
+            self._answers[pid] = known
+            if len(self._answers) > NAMED_PROCESSES:
+                del self._answers[next(iter(self._answers))]
             for address, names in record.addresses:
                 known.pop(address, None)  # the latest answer is the one that counts
                 known[address] = names
@@ -266,6 +271,7 @@ class Lineage:
             self._pid_of[spawn.child] = parent.pid
         else:
             self._pid_of[spawn.child] = spawn.child
+            self._answers.pop(spawn.child, None)  # a reused pid: the old process's names go
             chain = self._chains.get(parent.pid)
             if chain is None:
                 self._chains.pop(spawn.child, None)  # a reused pid starts afresh

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from netaudit import attribute
 from netaudit.allowlist import loads
 from netaudit.attribute import Lineage
 from netaudit.audit import audit_lines, judge
@@ -197,6 +198,46 @@ def test_the_latest_answer_for_an_address_names_it() -> None:
     ]
     events = [e for e in lineage.attribute(records) if isinstance(e, NetEvent)]
     assert [e.names for e in events] == [("new.test",)]
+
+
+def test_a_reused_pid_does_not_inherit_the_old_process_names() -> None:
+    lineage = Lineage()
+    tcp = NetCall(Syscall.CONNECT, 8, None, 3, Endpoint(AF_INET, "192.0.2.10", 443), "0", "TCP")
+    records: list[Record] = [
+        Spawn(7, 8, False),
+        Resolved(8, (("192.0.2.10", ("old.test",)),)),
+        Spawn(7, 8, False),  # pid 8 exited (not traced) and a new child got its number
+        tcp,
+    ]
+    events = [e for e in lineage.attribute(records) if isinstance(e, NetEvent)]
+    assert [e.names for e in events] == [()]
+
+
+def names_seen(records: list[Record], calls: list[tuple[int, str]]) -> list[tuple[str, ...]]:
+    tail: list[Record] = [
+        NetCall(Syscall.CONNECT, pid, None, 3, Endpoint(AF_INET, ip, 443), "0", "TCP")
+        for pid, ip in calls
+    ]
+    events = Lineage().attribute([*records, *tail])
+    return [e.names for e in events if isinstance(e, NetEvent)]
+
+
+def test_names_are_kept_for_the_latest_processes_and_addresses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(attribute, "NAMED_PROCESSES", 2)
+    monkeypatch.setattr(attribute, "NAMES_PER_PROCESS", 2)
+    spawns: list[Record] = [Spawn(1, pid, False) for pid in (2, 3, 4)]
+    one = [Resolved(1, tuple((f"192.0.2.{n}", (f"n{n}.test",)) for n in range(3)))]
+    assert names_seen([*spawns, *one], [(1, "192.0.2.0"), (1, "192.0.2.2")]) == [
+        (),
+        ("n2.test",),
+    ]
+    each: list[Record] = [Resolved(pid, (("192.0.2.9", (f"p{pid}.test",)),)) for pid in (2, 3, 4)]
+    assert names_seen([*spawns, *each], [(2, "192.0.2.9"), (4, "192.0.2.9")]) == [
+        (),  # pid 2's names went when pids 3 and 4 got theirs (its parent has none)
+        ("p4.test",),
+    ]
 
 
 # -- host rules ---------------------------------------------------------------------------
