@@ -7,11 +7,13 @@ hide a gap in coverage: there they fail.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
 from netaudit.errors import TracerUnavailable
 from netaudit.trace import Tracer, find_tracer
+from tests import fakedns
 from tests import netns as netns_helper
 
 pytest_plugins = ["pytester"]
@@ -43,3 +45,17 @@ def tracer() -> Tracer:
     except TracerUnavailable as exc:
         _missing(f"strace cannot trace here: {exc}")
         raise
+
+
+@pytest.fixture
+def fake_dns() -> Iterator[fakedns.FakeDns]:
+    """``fake_dns.wrap(argv)`` -> argv run in a private network namespace whose resolver is a
+    fake DNS server on 127.0.0.1:53 answering for ``fakedns.EXAMPLE_ZONE``."""
+    reason = fakedns.unavailable_reason()
+    if reason:
+        _missing(f"no fake DNS server here: {reason}")
+    dns = fakedns.FakeDns(fakedns.EXAMPLE_ZONE)
+    try:
+        yield dns
+    finally:
+        dns.close()

@@ -18,9 +18,11 @@ from dataclasses import replace
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from . import dns
 from .errors import AllowlistError
 from .model import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX
 from .rules import (
+    ANY_IP,
     BUILTIN_NAMES,
     BUILTIN_RULES,
     DEFAULT,
@@ -51,16 +53,16 @@ __all__ = [
 _V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 _TOP_KEYS = ("version", "builtins", "allowlist")
-_RULE_KEYS = ("name", "family", "addr", "cidr", "port", "path", "abstract", "tests")
+_RULE_KEYS = ("name", "family", "host", "addr", "cidr", "port", "path", "abstract", "tests")
 _FAMILY_KEYS = {
-    AF_INET: ("addr", "cidr", "port"),
-    AF_INET6: ("addr", "cidr", "port"),
+    AF_INET: ("host", "addr", "cidr", "port"),
+    AF_INET6: ("host", "addr", "cidr", "port"),
     AF_UNIX: ("path", "abstract"),
     AF_NETLINK: (),
 }
-_IP_ONLY = "addr, cidr and port are for AF_INET and AF_INET6 rules"
+_IP_ONLY = "host, addr, cidr and port are for AF_INET and AF_INET6 rules"
 _UNIX_ONLY = "path and abstract are for AF_UNIX rules"
-_KEY_USE = {"addr": _IP_ONLY, "cidr": _IP_ONLY, "port": _IP_ONLY}
+_KEY_USE = {"host": _IP_ONLY, "addr": _IP_ONLY, "cidr": _IP_ONLY, "port": _IP_ONLY}
 _KEY_USE.update(path=_UNIX_ONLY, abstract=_UNIX_ONLY)
 
 _TAG = "tag:yaml.org,2002:"
@@ -293,9 +295,12 @@ def _rule(node: Node, index: int, source: str) -> Rule:
     entries = _entries(node, where)
     _refuse_unknown(entries, _RULE_KEYS, where)
     name = _name(entries["name"][1], where) if "name" in entries else None
-    if "family" not in entries:
+    if "family" not in entries and "host" not in entries:
         raise _Invalid(node, f"missing 'family'{where} (one of {', '.join(FAMILIES)})")
-    family = _string(entries["family"][1], "family", "a family name", where)
+    if "family" in entries:
+        family = _string(entries["family"][1], "family", "a family name", where)
+    else:  # a host rule: the name's IPv4 and IPv6 addresses alike
+        family = AF_INET
     if family not in FAMILIES:
         raise _Invalid(
             entries["family"][1],
@@ -304,7 +309,12 @@ def _rule(node: Node, index: int, source: str) -> Rule:
     for key, (key_node, _) in entries.items():
         if key in _KEY_USE and key not in _FAMILY_KEYS[family]:
             raise _Invalid(key_node, f"{key!r} does not apply to {family}{where} ({_KEY_USE[key]})")
-    for first, second in (("addr", "cidr"), ("path", "abstract")):
+    for first, second in (
+        ("host", "addr"),
+        ("host", "cidr"),
+        ("addr", "cidr"),
+        ("path", "abstract"),
+    ):
         if first in entries and second in entries:
             raise _Invalid(entries[second][0], f"both {first!r} and {second!r}{where}; use one")
     values = {key: value for key, (_, value) in entries.items()}
@@ -318,8 +328,11 @@ def _rule(node: Node, index: int, source: str) -> Rule:
     paths = _pattern(values["path"], "path", where) if "path" in values else ()
     abstract = _pattern(values["abstract"], "abstract", where) if "abstract" in values else ()
     tests = _tests(values["tests"], where) if "tests" in values else ()
+    hosts = _host(values["host"], where) if "host" in values else ()
+    if "host" in values and "family" not in values:
+        family = ANY_IP
     if name is None:
-        name = _derived_name(family, shown, ports, paths, abstract)
+        name = _derived_name(family, shown, ports, paths, abstract, hosts)
         if tests:
             name += " for " + ", ".join(tests)
     return Rule(
@@ -332,6 +345,7 @@ def _rule(node: Node, index: int, source: str) -> Rule:
         source=source,
         line=_line(node),
         tests=tests,
+        hosts=hosts,
     )
 
 
@@ -349,6 +363,35 @@ def _tests(node: Node, where: str) -> tuple[str, ...]:
             raise _Invalid(item, f"bad glob {glob!r} in 'tests'{where}: {exc}") from None
         globs.append(glob)
     return tuple(globs)
+
+
+def _host(node: Node, where: str) -> tuple[str, ...]:
+    """A host name, or ``*.`` and a domain for any name under it; kept in lower case."""
+    text = _string(node, "host", "a host name like api.example.com", where)
+    name = text.lower()
+    name = name[:-1] if name.endswith(".") else name
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        raise _Invalid(node, f"host {text!r} is an IP address{where} (use addr for an address)")
+    bare = name[2:] if name.startswith("*.") else name
+    if "*" in bare:
+        raise _Invalid(
+            node,
+            f"host {text!r} has a '*' that is not its first label{where} "
+            "(a wildcard host is '*.' and a domain, like '*.s3.amazonaws.com')",
+        )
+    if ":" in bare or "/" in bare:
+        raise _Invalid(node, f"host {text!r} is not a host name{where} (put a port in 'port')")
+    if not dns.is_name(bare):
+        raise _Invalid(
+            node,
+            f"host {text!r} is not a host name{where} (letters, digits, '-' and '_' in "
+            "dot-separated labels of at most 63, 253 in all)",
+        )
+    return (name,)
 
 
 def _string(node: Node, key: str, expected: str, where: str) -> str:
@@ -475,8 +518,13 @@ def _derived_name(
     ports: tuple[tuple[int, int], ...],
     paths: tuple[str, ...],
     abstract: tuple[str, ...],
+    hosts: tuple[str, ...] = (),
 ) -> str:
     """The name of a rule written without one, built from what it allows."""
+    if hosts:
+        listed = ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ports)
+        where = f"host {hosts[0]}" + (f":{listed}" if listed else "")
+        return where if family == ANY_IP else f"{family} {where}"
     if family in (AF_INET, AF_INET6):
         if not ports:
             return f"{family} {shown if shown != '*' else '(any)'}"

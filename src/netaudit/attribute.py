@@ -16,6 +16,9 @@ from typing import NamedTuple, Union
 
 from . import markers
 from .model import (
+    AF_INET,
+    AF_INET6,
+    PROBE,
     SESSION,
     Exec,
     Finding,
@@ -26,12 +29,21 @@ from .model import (
     NetEvent,
     Process,
     Record,
+    Resolved,
     Spawn,
     Started,
+    Syscall,
 )
 
 #: How many records a thread's lines may wait for the clone() that names it.
 HOLD_WINDOW = 2000
+
+#: How many answered addresses each process keeps the names of (the most recent ones).
+NAMES_PER_PROCESS = 1024
+#: How many processes keep names (those that received answers most recently).
+NAMED_PROCESSES = 4096
+#: How far up the tree a call looks for the DNS answer that named its address.
+NAME_ANCESTORS = 8
 
 #: Program name for a process that was running before the trace started.
 UNKNOWN_PROGRAM = "?"
@@ -72,21 +84,30 @@ class Lineage:
         self._current: dict[tuple[str, str], int] = {}
         #: Where split calls began: (tid, line) -> (test, after_test, run) per span.
         self._started: dict[tuple[int, int], list[tuple[str, bool, str]]] = {}
+        #: pid -> address -> the names its latest DNS answer gave, oldest answer first.
+        self._answers: dict[int, dict[str, tuple[str, ...]]] = {}
 
     def attribute(self, records: Iterable[Record]) -> Iterator[Attributed]:
         """Yields an event per network call and a finding per hazard, in stream order, and
         passes markers through."""
         pid_of, process, held, new = self._pid_of, self._process, self._held, tuple.__new__
         chains, (root_run, root_key), started = self._chains, self._root, self._started
+        answers = self._answers
         for record in records:
             self._seq += 1
-            if type(record) is NetCall and record.tid in pid_of and not held and not started:
+            if (
+                type(record) is NetCall
+                and record.tid in pid_of
+                and not held
+                and not started
+                and not answers
+            ):
                 # The common case, inline; tuple.__new__ skips NamedTuple's slower __new__.
                 pid = pid_of[record.tid]
                 if pid in chains:
                     yield from self._events(record, process[pid], chains[pid])
                 else:
-                    yield new(NetEvent, (record, process[pid], root_key, False, root_run))
+                    yield new(NetEvent, (record, process[pid], root_key, False, root_run, ()))
                 continue
             yield from self._take(record)
             if held:
@@ -110,12 +131,23 @@ class Lineage:
         pid = self._pid_of[tid]
         if type(record) is NetCall:
             began = self._started.pop((record.tid, record.line), None)
+            record, names = self._named(record, pid)
             if began is None:
-                yield from self._events(record, self._process[pid], self._chain(pid))
+                yield from self._events(record, self._process[pid], self._chain(pid), names)
             else:
                 process = self._process[pid]
                 for test, after, run in began:
-                    yield NetEvent(record, process, test, after, run)
+                    yield NetEvent(record, process, test, after, run, names)
+        elif isinstance(record, Resolved):
+            known = self._answers.pop(pid, {})  # re-inserted: the most recent goes last
+            self._answers[pid] = known
+            if len(self._answers) > NAMED_PROCESSES:
+                del self._answers[next(iter(self._answers))]
+            for address, names in record.addresses:
+                known.pop(address, None)  # the latest answer is the one that counts
+                known[address] = names
+                if len(known) > NAMES_PER_PROCESS:
+                    del known[next(iter(known))]
         elif isinstance(record, Started):
             self._started[(record.tid, record.line)] = self._where(self._chain(pid))
         elif isinstance(record, Spawn):
@@ -134,10 +166,37 @@ class Lineage:
         return self._chains.get(pid, self._root_chain)
 
     def _events(
-        self, call: NetCall, process: Process, chain: tuple[Span, ...]
+        self,
+        call: NetCall,
+        process: Process,
+        chain: tuple[Span, ...],
+        names: tuple[str, ...] = (),
     ) -> Iterator[NetEvent]:
         for test, after, run in self._where(chain):
-            yield NetEvent(call, process, test, after, run)
+            yield NetEvent(call, process, test, after, run, names)
+
+    def _named(self, call: NetCall, pid: int) -> tuple[NetCall, tuple[str, ...]]:
+        """The names the latest DNS answer to this process (or an ancestor) gave the call's
+        address; a UDP connect to an address the process itself was just given is a probe."""
+        dest = call.dest
+        if not self._answers or dest is None or dest.family not in (AF_INET, AF_INET6):
+            return call, ()
+        current: int | None = pid
+        for depth in range(NAME_ANCESTORS):
+            if current is None:
+                break
+            names = self._answers.get(current, {}).get(dest.address)
+            if names is not None:
+                probe = (
+                    depth == 0
+                    and call.syscall is Syscall.CONNECT
+                    and call.sock.startswith("UDP")
+                    and not call.raw
+                )
+                return (call._replace(raw=PROBE) if probe else call), names
+            process = self._process.get(current)
+            current = process.parent if process is not None else None
+        return call, ()
 
     def _where(self, chain: tuple[Span, ...]) -> list[tuple[str, bool, str]]:
         """(test, after_test, run) for each span of a chain, as of now."""
@@ -212,6 +271,7 @@ class Lineage:
             self._pid_of[spawn.child] = parent.pid
         else:
             self._pid_of[spawn.child] = spawn.child
+            self._answers.pop(spawn.child, None)  # a reused pid: the old process's names go
             chain = self._chains.get(parent.pid)
             if chain is None:
                 self._chains.pop(spawn.child, None)  # a reused pid starts afresh

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, Union
 from .attribute import Attributed, Lineage
 from .errors import TraceError
 from .model import (
+    PROBE,
     AuditResult,
     Destination,
     Endpoint,
@@ -27,12 +28,14 @@ from .model import (
     Verdict,
 )
 from .parse import Parser
-from .rules import Allowlist, Rule
+from .rules import RESOLVED, Allowlist, Rule
 
 if TYPE_CHECKING:  # policy.py reads markers with the YAML loader, which judging never needs
     from .policy import TestPolicy
 
-_Key = tuple[str, str, Union[Endpoint, str], bool]
+#: (run, test, where, after_test): ``where`` is the endpoint, an unparsed line, or an endpoint
+#: with what the call was beyond a call to it (a DNS query, a probe: model.PROBE).
+_Key = tuple[str, str, Union[Endpoint, str, tuple[Endpoint, str]], bool]
 #: The verdict of a destination that no allowlist has judged yet.
 UNJUDGED = Verdict(None)
 
@@ -40,7 +43,9 @@ UNJUDGED = Verdict(None)
 class _Tally:
     """A destination while the stream is still being read."""
 
-    __slots__ = ("count", "first_time", "last", "pids", "programs", "results", "socks", "syscalls")
+    __slots__ = (
+        "count", "first_time", "last", "names", "pids", "programs", "results", "socks", "syscalls"
+    )  # fmt: skip
 
     def __init__(self, first_time: float | None) -> None:
         self.count = 0
@@ -51,6 +56,7 @@ class _Tally:
         self.syscalls: set[Syscall] = set()
         self.socks: set[str] = set()
         self.results: dict[str, int] = {}
+        self.names: set[str] = set()
 
 
 class Folder:
@@ -75,9 +81,11 @@ class Folder:
                 elif on_mark is not None and isinstance(item, Mark):
                     on_mark(item)
                 continue
-            call, process, test, after_test, run = item
+            call, process, test, after_test, run, names = item
             dest = call.dest
-            key: _Key = (run, test, call.raw if dest is None else dest, after_test)
+            raw = call.raw
+            where = raw if dest is None else (dest, raw) if raw else dest
+            key: _Key = (run, test, where, after_test)
             tally = tallies.get(key)
             if tally is None:
                 tally = tallies[key] = _Tally(call.time)
@@ -91,6 +99,8 @@ class Folder:
                 tally.socks.add(call.sock)
             results = tally.results
             results[call.result] = results.get(call.result, 0) + 1
+            if names:
+                tally.names.update(names)
 
     def destinations(self, run: str | None = None) -> tuple[Destination, ...]:
         """Unjudged, in first-seen order: every run's, or only ``run``'s."""
@@ -119,6 +129,7 @@ def merge(a: Destination, b: Destination) -> Destination:
         results=tuple(sorted(results.items())),
         socks=tuple(sorted({*a.socks, *b.socks})),
         first_time=min(firsts) if firsts else None,
+        names=tuple(sorted({*a.names, *b.names})),
     )
 
 
@@ -132,14 +143,19 @@ def judge(
 
     Verdicts are memoised per (endpoint, names, test); the test counts only where it can change
     the verdict (a test with a marker, or an allowlist with rules scoped to tests), so a plain
-    allowlist still matches each endpoint once.
+    allowlist still matches each endpoint once. A probe that only resolved (model.PROBE) sent
+    nothing: it is not judged. A DNS query is judged as the egress to its resolver, without
+    names: the names it asked for say nothing about where the query went.
     """
     verdicts: dict[tuple[Endpoint | None, frozenset[str], str | None], Verdict] = {}
     per_test: dict[str, Allowlist] = {}
     scoped = _Scoped(allowlist) if allowlist.scoped() else None
-    names: frozenset[str] = frozenset()
     judged = []
     for d in destinations:
+        if d.raw == PROBE and d.endpoint is not None:
+            judged.append(replace(d, verdict=Verdict(RESOLVED, "builtin")))
+            continue
+        names = frozenset(d.names) if d.query is None else frozenset()
         policy = policies.get(d.test) if policies else None
         test = d.test if policy is not None or scoped is not None else None
         key = (d.endpoint, names, test)
@@ -200,10 +216,17 @@ def audit(items: Iterable[Attributed], allowlist: Allowlist) -> AuditResult:
 
 def _destination(key: _Key, tally: _Tally) -> Destination:
     _, test, where, after_test = key
+    endpoint: Endpoint | None
+    if isinstance(where, str):
+        endpoint, raw = None, where
+    elif isinstance(where, tuple):
+        endpoint, raw = where
+    else:
+        endpoint, raw = where, ""
     return Destination(
         test=test,
-        endpoint=None if isinstance(where, str) else where,
-        raw=where if isinstance(where, str) else "",
+        endpoint=endpoint,
+        raw=raw,
         verdict=UNJUDGED,
         count=tally.count,
         pids=tuple(sorted(tally.pids)),
@@ -213,6 +236,7 @@ def _destination(key: _Key, tally: _Tally) -> Destination:
         socks=tuple(sorted(tally.socks)),
         after_test=after_test,
         first_time=tally.first_time,
+        names=tuple(sorted(tally.names)),
     )
 
 

@@ -24,7 +24,7 @@ from .model import AuditResult, RunInfo
 from .render import github, text
 from .render import json as json_report
 from .settings import Settings, resolve
-from .trace import TRACED_SYSCALLS, TracedRun, find_tracer
+from .trace import TracedRun, find_tracer, traced_syscalls
 
 #: `netaudit analyze` and `netaudit check`: exit codes as documented in docs/cli.md.
 EXIT_CLEAN = 0
@@ -70,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_report_options(run)
     run.add_argument("--strace", metavar="PATH", help="the strace to use (default: from PATH)")
+    run.add_argument(
+        "--names",
+        action="store_true",
+        default=None,
+        help="read DNS answers to name destinations and allow 'host' rules (slower when "
+        "the command sends and receives a lot; see docs/performance.md)",
+    )
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command")
     run.set_defaults(handler=_run)
 
@@ -133,10 +140,11 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     allowlist = settings.allowlist.load()
     tracer = find_tracer(args.strace)
-    for warning in tracer.warnings:
-        print(f"netaudit: warning: {warning}", file=sys.stderr)
+    for warning in (*tracer.warnings, allowlist.unnamed_hosts(settings.names)):
+        if warning:
+            print(f"netaudit: warning: {warning}", file=sys.stderr)
     started = _now()
-    with _sigterm_exits(), TracedRun(tracer) as traced:
+    with _sigterm_exits(), TracedRun(tracer, names=settings.names) as traced:
         status = traced.run(command)
         result = audit_log(traced.log_path, allowlist)
         leftovers = traced.leftover_pids
@@ -226,6 +234,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         verbose=args.verbose,
         report=args.report,
         suggest_rules=args.suggest_rules,
+        names=getattr(args, "names", None),
     )
     settings.check_report()  # known before the run, not after it
     return settings
@@ -269,7 +278,7 @@ def _run_info(
         log=log,
         allowlist=None if settings.allowlist.path is None else str(settings.allowlist.path),
         strace_version=strace,
-        syscalls=TRACED_SYSCALLS if command else (),
+        syscalls=traced_syscalls(settings.names) if command else (),
         exit_status=status,
     )
 

@@ -74,7 +74,8 @@ class NetCall(NamedTuple):
     is 3-4x cheaper (measured 0.3 us against 1.0 us), which the 1,000,000-event budget needs.
 
     ``dest`` is None for a line the parser could not understand; ``raw`` then holds the line,
-    and no rule ever allows it.
+    and no rule ever allows it. With a ``dest``, ``raw`` says what the call was besides a call
+    to it: a DNS query (DNS_QUERY) or, once attributed, a resolve-only probe (PROBE).
     """
 
     syscall: Syscall
@@ -180,8 +181,27 @@ class Started:
     line: int = 0
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """A DNS answer a task received: each address with the names that led to it (the
+    question's name first, then each alias of its CNAME chain)."""
+
+    tid: int
+    addresses: tuple[tuple[str, tuple[str, ...]], ...]
+    time: float | None = None
+    line: int = 0
+
+
+#: ``NetCall.raw`` (and ``Destination.raw``) of a UDP connect to an address its process had
+#: just been given by DNS: getaddrinfo's probe to sort the answers (RFC 6724), which sends
+#: nothing. Any send on that socket is an event of its own.
+PROBE = "resolved"
+#: ``NetCall.raw`` (and ``Destination.raw``) of a DNS query: this prefix, its type and name
+#: (``dns AAAA api.example.com``); the call's destination is the resolver it went to.
+DNS_QUERY = "dns "
+
 #: What the parser yields, in log order.
-Record = Union[NetCall, Spawn, Exec, Hazard, Mark, Started]
+Record = Union[NetCall, Spawn, Exec, Hazard, Mark, Started, Resolved]
 
 
 @dataclass(frozen=True)
@@ -207,6 +227,8 @@ class NetEvent(NamedTuple):
     ``test`` is "" when the run has no tests (``netaudit run``, ``netaudit analyze``); in a
     test session it is a test key (``markers.test_key``) or SESSION, within the run ``run``.
     ``after_test`` marks a call a test's leftover process made after that test ended.
+    ``names`` are the host names whose DNS answer, received last by the process (or an
+    ancestor) before the call, gave the call's address.
     """
 
     call: NetCall
@@ -214,6 +236,7 @@ class NetEvent(NamedTuple):
     test: str = ""
     after_test: bool = False
     run: str = ""
+    names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -234,7 +257,10 @@ class Destination:
     """Every call of one test to one destination, folded together.
 
     Unparsed lines each form their own destination (``endpoint`` None, ``raw`` set).
-    Tuples are sorted, and ``results`` pairs each result with its count.
+    A DNS query (``raw`` starts with DNS_QUERY) and a resolve-only probe (``raw`` is PROBE)
+    are destinations of their own beside the plain calls to the same endpoint.
+    Tuples are sorted, and ``results`` pairs each result with its count. ``names`` are the
+    host names the trace saw resolve to the address (see NetEvent).
     """
 
     test: str
@@ -249,6 +275,24 @@ class Destination:
     socks: tuple[str, ...] = ()
     after_test: bool = False
     first_time: float | None = None
+    names: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """``connection`` (any call to an address), ``dns_query``, ``resolved`` or ``unparsed``."""
+        if self.endpoint is None:
+            return "unparsed"
+        if self.raw == PROBE:
+            return "resolved"
+        return "dns_query" if self.raw.startswith(DNS_QUERY) else "connection"
+
+    @property
+    def query(self) -> tuple[str, str] | None:
+        """A DNS query's (type, name)."""
+        if self.endpoint is None or not self.raw.startswith(DNS_QUERY):
+            return None
+        qtype, _, name = self.raw[len(DNS_QUERY) :].partition(" ")
+        return qtype, name
 
     @property
     def family(self) -> str:

@@ -13,7 +13,9 @@ from typing import TypeVar
 
 from .model import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, Endpoint
 
-__all__ = ["OCTET", "fields", "sockaddr", "split_args", "string", "unescape"]
+__all__ = [
+    "OCTET", "fields", "peer", "sockaddr", "split_args", "string", "unescape", "unescape_bytes"
+]  # fmt: skip
 
 #: One decimal octet of a dotted IPv4 address, 0-255 without leading zeros.
 OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -79,6 +81,29 @@ def string(text: str) -> str:
     if len(text) >= 2 and text.startswith('"') and text.endswith('"'):
         return unescape(text[1:-1])
     return text
+
+
+def unescape_bytes(text: str) -> bytes:
+    """The bytes of a quoted string's inside, as the traced program had them."""
+    raw = text.encode("utf-8", "surrogateescape")
+    return _ESCAPE.sub(_unescape_one, raw) if b"\\" in raw else raw
+
+
+_PEER = re.compile(r"(?:UDP|TCP)(?:v6)?:\[.*->(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):([0-9]+)\]")
+
+
+def peer(decoration: str) -> Endpoint | None:
+    """The peer of a connected socket as ``-yy`` shows it (``UDP:[a:p->b:q]``), or None."""
+    m = _PEER.fullmatch(decoration)
+    if m is None:
+        return None
+    try:
+        ip = ipaddress.ip_address(m.group(1) or m.group(2))
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return Endpoint(AF_INET, str(ip.ipv4_mapped), int(m.group(3)))
+    return Endpoint(AF_INET6 if ip.version == 6 else AF_INET, str(ip), int(m.group(3)))
 
 
 def unescape(text: str) -> str:

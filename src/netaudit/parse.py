@@ -4,8 +4,13 @@ A log can hold a million calls, so the common complete line ``PID EPOCH name(arg
 takes a fast path: its decoded call is cached by text, because destinations repeat. Every other
 form goes through a careful path. A line that names a sending syscall always yields a NetCall,
 unparsed (``dest=None``) if need be, unless it is a documented non-event: a send without an
-address, or a connect to AF_UNSPEC (a disconnect). How strace prints strings, structures and
-socket addresses is read by ``notation``; this module knows lines, pids and calls.
+address (but on a UDP socket whose peer -yy shows: that is a send to the peer), or a connect
+to AF_UNSPEC (a disconnect). How strace prints strings, structures and socket addresses is
+read by ``notation``; this module knows lines, pids and calls.
+
+DNS, when the log shows payloads: each question a send to port 53 carries is a NetCall of its
+own (``raw`` is model.DNS_QUERY and the question), and each answer a recvfrom/recvmsg got from
+port 53 is a Resolved record (decoded by ``dns``).
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple, Optional, TypeVar
 
-from . import markers
+from . import dns, markers
 from .model import (
     AF_INET,
     AF_UNIX,
     AF_UNSPEC,
+    DNS_QUERY,
     Endpoint,
     Exec,
     Hazard,
@@ -26,12 +32,13 @@ from .model import (
     Mark,
     NetCall,
     Record,
+    Resolved,
     Spawn,
     Started,
     Syscall,
     TraceStats,
 )
-from .notation import OCTET, fields, sockaddr, split_args, string
+from .notation import OCTET, fields, peer, sockaddr, split_args, string, unescape_bytes
 
 __all__ = ["INVALID", "UNSEEN", "Parser", "parse"]
 
@@ -43,7 +50,12 @@ _NET = {s.value: s for s in Syscall}
 _NARGS = {"connect": 2, "sendto": 5, "sendto-rest": 4, "sendmsg": 2, "sendmmsg": 3}
 _SPAWN = frozenset({"clone", "clone3", "fork", "vfork"})
 _EXEC = frozenset({"execve", "execveat"})
-_WATCHED = frozenset(_NET) | _SPAWN | _EXEC | {"io_uring_setup", "seccomp", "bind"}
+#: Receiving calls: read only for DNS answers (traced with ``names``, see trace.py).
+_RECV = frozenset({"recvfrom", "recvmsg"})
+_WATCHED = frozenset(_NET) | _SPAWN | _EXEC | _RECV | {"io_uring_setup", "seccomp", "bind"}
+#: How a call's line shows port 53: an address argument, or a peer in a -yy decoration.
+_PORT_53 = ("htons(53)", ":53]>")
+_IOV = re.compile(r'iov_base=("(?:[^"\\]|\\.)*")')
 _CACHE_MAX = 32768
 _MARKER = "@" + markers.PREFIX
 _UNFINISHED = " <unfinished ...>"
@@ -161,7 +173,7 @@ class Parser:
     def _tally(self, records: list[Record]) -> list[Record]:
         """Counts the slow path's calls; the fast path counts its own, more cheaply."""
         for record in records:
-            if isinstance(record, NetCall):
+            if isinstance(record, NetCall) and not record.raw.startswith(DNS_QUERY):
                 self._calls += 1
                 self._unparsed += record.dest is None
         return records
@@ -173,6 +185,8 @@ class Parser:
         rest = rest.rstrip()
         if not rest.endswith(")"):
             return None
+        if name in _RECV:  # a DNS answer goes the careful path; nothing else is of interest
+            return None if any(hint in key for hint in _PORT_53) else _NOTHING
         if name not in _NET:
             unwatched = name not in _WATCHED and name.isascii() and name.isidentifier()
             return _NOTHING if unwatched and name == name.lower() else None
@@ -189,6 +203,8 @@ class Parser:
         dest = decoded[3][0] if decoded[3] else None
         if dest is not None and dest.address.startswith(_MARKER):
             return None  # markers are rare and each is news: the careful path reads them
+        if dest is not None and dest.port == 53 and name != "connect":
+            return None  # perhaps a DNS query, which the careful path reads
         return _remember(self._fast, key, (decoded[0], decoded[1], dest, decoded[2]))
 
     def _tid(self, text: str) -> int | None:
@@ -319,7 +335,17 @@ class Parser:
                 mark = _mark(dests[0], tid, time, n)
                 if mark is not None:
                     return [mark]
-            return [NetCall(syscall, tid, time, fd_, d, result, sock, n) for d in dests]
+            calls: list[Record] = [
+                NetCall(syscall, tid, time, fd_, d, result, sock, n) for d in dests
+            ]
+            if syscall is not Syscall.CONNECT and len(dests) == 1 and dests[0].port == 53:
+                resolver = dests[0]
+                for question in _questions(name, args):
+                    query = f"{DNS_QUERY}{question.qtype} {question.name}"
+                    calls.append(NetCall(syscall, tid, time, fd_, resolver, result, sock, n, query))
+            return calls
+        if name in _RECV:
+            return _answers(name, args, result, tid, time, n)
         ok = result == "?" or result[:1].isdigit()
         if name in _SPAWN:
             records: list[Record] = []
@@ -349,7 +375,14 @@ class Parser:
             dests = self._after_fd(name, args[len(parts[0]) + 2 :]) if parts and fd else None
         if fd is None or dests is None:
             return None
-        return _NET[name], int(fd.group(1)), (fd.group(2) or "").partition(":[")[0], dests
+        decoration = fd.group(2) or ""
+        sock = decoration.partition(":[")[0]
+        if not dests and name != "connect" and sock.startswith("UDP"):
+            # -yy names a connected UDP socket's peer: a send there is egress like any other
+            # (its connect may have been a probe that sent nothing).
+            seen = peer(decoration)
+            dests = (seen,) if seen is not None else dests
+        return _NET[name], int(fd.group(1)), sock, dests
 
     def _after_fd(self, name: str, rest: str) -> _Dests | None:
         """Destinations are cached by the text after the fd, which repeats across sockets."""
@@ -448,6 +481,48 @@ def _named_pointer(text: str) -> _Dests:
 def parse(lines: Iterable[str]) -> Iterator[Record]:
     """Parses a whole log with a fresh Parser."""
     return Parser().records(lines)
+
+
+def _payloads(name: str, args: str) -> list[bytes]:
+    """The data a sending or receiving call carried, one bytes per message."""
+    if name in ("sendto", "recvfrom"):
+        payload = _PAYLOAD.search(args)
+        return [] if payload is None else [_bytes(payload.group().rstrip(", "))]
+    if name == "sendmmsg":  # each message's iovecs, in order
+        return [
+            b"".join(_bytes(m) for m in _IOV.findall(part)) for part in args.split("{msg_hdr=")[1:]
+        ]
+    return [b"".join(_bytes(m) for m in _IOV.findall(args))]
+
+
+def _bytes(quoted: str) -> bytes:
+    """A quoted string's bytes; a string cut short by -s keeps what was shown."""
+    if quoted.endswith("..."):
+        quoted = quoted[:-3]
+    return unescape_bytes(quoted[1:-1])
+
+
+def _questions(name: str, args: str) -> list[dns.Question]:
+    return [q for payload in _payloads(name, args) for q in dns.questions(payload)]
+
+
+def _answers(
+    name: str, args: str, result: str, tid: int, time: float | None, n: int
+) -> list[Record]:
+    """A DNS answer a receiving call got from port 53 (an address argument or -yy's peer)."""
+    if not result.isdigit() or not any(hint in args for hint in _PORT_53):
+        return []
+    fd_text = args.partition(", ")[0]
+    fd = _FD.fullmatch(fd_text.strip())
+    source = peer(fd.group(2) or "") if fd is not None else None
+    if (source is None or source.port != 53) and "htons(53)" not in args:
+        return []
+    records: list[Record] = []
+    for payload in _payloads(name, args.partition(", ")[2]):
+        answer = dns.answer(payload)
+        if answer is not None and answer.addresses:
+            records.append(Resolved(tid, answer.addresses, time, n))
+    return records
 
 
 def _clock(ts: str) -> float | None:

@@ -21,6 +21,10 @@ IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 FAMILIES = (AF_INET, AF_INET6, AF_UNIX, AF_NETLINK)
 #: The family an IP address of each version belongs to.
 IP_FAMILY = {4: AF_INET, 6: AF_INET6}
+#: The family of a host rule written without one: a name resolves to IPv4 and IPv6 alike.
+ANY_IP = "AF_INET/AF_INET6"
+#: The verdict's rule for a UDP connect that only sorted DNS answers (model.PROBE).
+RESOLVED = "resolved, not connected (UDP probe)"
 
 
 @dataclass(frozen=True)
@@ -44,13 +48,18 @@ class Rule:
     #: Nodeid globs (every wildcard matches any character, ``/`` and ``::`` included): the
     #: rule allows only events attributed to a matching test; empty for every event.
     tests: tuple[str, ...] = ()
+    #: Host names or ``*.suffix`` patterns (lower case): the address must have been the
+    #: answer for a matching name in the trace (see docs/allowlist.md).
+    hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # A rule for a family it cannot narrow would silently allow every destination of it.
-        if self.family not in FAMILIES:
+        if self.family not in FAMILIES and not (self.family == ANY_IP and self.hosts):
             raise ValueError(f"a rule cannot allow family {self.family!r}")
-        ip = self.family in (AF_INET, AF_INET6)
-        if (ip and (self.paths or self.abstract)) or (not ip and (self.networks or self.ports)):
+        ip = self.family in (AF_INET, AF_INET6, ANY_IP)
+        if (ip and (self.paths or self.abstract)) or (
+            not ip and (self.networks or self.ports or self.hosts)
+        ):
             raise ValueError(f"rule {self.name!r} narrows by a key its family does not have")
 
     def matches(
@@ -58,14 +67,18 @@ class Rule:
     ) -> bool:
         """True when this rule allows ``endpoint``; v4-mapped IPv6 is judged as the IPv4 it is.
 
-        ``test`` is the nodeid (or ``<session>``) the event is attributed to; a rule scoped by
-        ``tests`` allows nothing outside a test session (``test`` None or "").
+        ``names`` are the host names the trace saw resolve to the endpoint's address; a host
+        rule allows nothing else. ``test`` is the nodeid (or ``<session>``) the event is
+        attributed to; a rule scoped by ``tests`` allows nothing outside a test session
+        (``test`` None or "").
         """
         if self.tests and not (test and self.in_scope(test)):
             return False
-        if self.family in (AF_INET, AF_INET6):
+        if self.hosts and not any(host_matches(p, n) for p in self.hosts for n in names):
+            return False
+        if self.family in (AF_INET, AF_INET6, ANY_IP):
             ip = ip_of(endpoint)
-            if ip is None or IP_FAMILY[ip.version] != self.family:
+            if ip is None or (self.family != ANY_IP and IP_FAMILY[ip.version] != self.family):
                 return False
             if self.networks and not any(ip in network for network in self.networks):
                 return False
@@ -100,6 +113,18 @@ class Allowlist:
     def all_rules(self) -> tuple[Rule, ...]:
         """Every rule in matching order."""
         return self.rules + BUILTIN_RULES if self.builtins else self.rules
+
+    def unnamed_hosts(self, names: bool) -> str:
+        """A warning when host rules cannot allow anything because names are not traced."""
+        hosts = [rule for rule in self.rules if rule.hosts]
+        if names or not hosts:
+            return ""
+        first = hosts[0]
+        return (
+            f"{len(hosts)} host rule(s) (the first at {first.source}:{first.line}) allow nothing "
+            "without DNS names traced: add --names (pytest: --netaudit-names) or "
+            "'names = true' under [tool.netaudit]"
+        )
 
     def match(
         self,
@@ -140,7 +165,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
 
 DEFAULT = Allowlist(rules=())
 #: Names a user's rule may not take: reports show only the name.
-BUILTIN_NAMES = frozenset(rule.name for rule in BUILTIN_RULES)
+BUILTIN_NAMES = frozenset(rule.name for rule in BUILTIN_RULES) | {RESOLVED}
 
 
 def ip_of(endpoint: Endpoint) -> IPAddress | None:
@@ -149,6 +174,13 @@ def ip_of(endpoint: Endpoint) -> IPAddress | None:
     None when the endpoint is of another family or its address is not a well-formed IP.
     """
     return _ip_of(endpoint.family, endpoint.address)
+
+
+def host_matches(pattern: str, name: str) -> bool:
+    """``name`` is ``pattern``, or ends in ``.suffix`` for ``*.suffix`` (one label or more)."""
+    if pattern.startswith("*."):
+        return name.endswith(pattern[1:]) and len(name) > len(pattern) - 1
+    return name == pattern
 
 
 def glob_escape(text: str) -> str:

@@ -33,6 +33,7 @@ KEYS: dict[str, type] = {
     "report": str,
     "suggest_rules": bool,
     "junit_failures": bool,
+    "names": bool,
 }
 
 Value = Union[bool, str]
@@ -203,6 +204,8 @@ class Settings:
     verbose: bool = False
     report: Path | None = None
     suggest_rules: bool = False
+    #: Trace DNS answers to name destinations and allow host rules (docs/performance.md).
+    names: bool = False
     #: The pyproject.toml file and line that named ``report``, if one did.
     report_setting: tuple[str, int | None] | None = None
     #: With --junitxml: a failure entry on each test whose own calls were violations.
@@ -220,6 +223,7 @@ def resolve(
     verbose: bool | None = None,
     report: str | None = None,
     suggest_rules: bool | None = None,
+    names: bool | None = None,
     config: ProjectConfig | None = None,
     junit_failures: bool | None = None,
 ) -> Settings:
@@ -237,4 +241,5 @@ def resolve(
         junit_failures=(
             junit_failures if junit_failures is not None else bool(config.get("junit_failures"))
         ),
+        names=names if names is not None else bool(config.get("names")),
     )

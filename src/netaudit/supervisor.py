@@ -77,11 +77,15 @@ class _Run:
 class Supervisor:
     """Runs a command under strace and audits it live; one per traced session."""
 
-    def __init__(self, tracer: Tracer, run: str, traced: TracedRun | None = None) -> None:
+    def __init__(
+        self, tracer: Tracer, run: str, traced: TracedRun | None = None, *, names: bool = False
+    ) -> None:
         self.tracer = tracer
         self.run_id = run
         self.token = markers.new_run_id() + markers.new_run_id()
-        self.traced = traced or TracedRun(tracer, strace_cpu=_one_cpu(), strace_nice=STRACE_NICE)
+        self.traced = traced or TracedRun(
+            tracer, strace_cpu=_one_cpu(), strace_nice=STRACE_NICE, names=names
+        )
         self._cond = threading.Condition()
         self._runs: dict[str, _Run] = {run: _Run()}
         self._folder = Folder()
@@ -288,7 +292,7 @@ class Supervisor:
         folded: dict[tuple[object, ...], Destination] = {}
         for d in destinations:
             d = replace(d, test=names.get(d.test, d.test))
-            where = (d.test, d.endpoint, d.raw, d.after_test)
+            where = (d.test, d.endpoint, d.raw, d.after_test)  # a DNS query's raw names it
             folded[where] = merge(folded[where], d) if where in folded else d
         calls = sum(d.count for d in destinations)
         unparsed = sum(d.count for d in destinations if d.endpoint is None)

@@ -54,6 +54,19 @@ TRACED_SYSCALLS: tuple[str, ...] = (
     "clone", "clone3", "fork", "vfork", "io_uring_setup", "seccomp", "bind", "set_robust_list",
 )  # fmt: skip
 
+#: Traced besides with ``names``: DNS answers arrive by these (glibc, c-ares: recvfrom).
+NAMES_SYSCALLS: tuple[str, ...] = ("recvfrom", "recvmsg")
+#: strace's options with ``names``: payloads in full (a DNS answer fits in 512 bytes without
+#: EDNS; a longer one keeps its first records), hex-escaped only when binary (-x, not -xx:
+#: addresses stay readable), and each socket's type and peer (-yy), which tells a UDP probe
+#: from a TCP connect and names the resolver of a send on a connected socket.
+NAMES_OPTIONS: tuple[str, ...] = ("-yy", "-x", "-s", "512")
+
+
+def traced_syscalls(names: bool) -> tuple[str, ...]:
+    return TRACED_SYSCALLS + NAMES_SYSCALLS if names else TRACED_SYSCALLS
+
+
 #: The first line of the shim's script, so the shim's execve can be recognised in a log.
 SHIM_TAG = "#netaudit-shim"
 _SHIM = SHIM_TAG + """
@@ -173,8 +186,13 @@ def strace_argv(
     log_path: str,
     command: Sequence[str],
     syscalls: Sequence[str] = TRACED_SYSCALLS,
+    *,
+    names: bool = False,
 ) -> list[str]:
-    """The strace command line; ``log_path`` must be absolute (``|cmd`` would be a pipe)."""
+    """The strace command line; ``log_path`` must be absolute (``|cmd`` would be a pipe).
+
+    ``names`` adds what reading DNS needs (NAMES_SYSCALLS, NAMES_OPTIONS).
+    """
     if not os.path.isabs(log_path):
         raise ValueError(f"log path must be absolute: {log_path!r}")
     if not command:
@@ -186,6 +204,9 @@ def strace_argv(
     # or killed by SIGKILL) and no signal delivery is, so a SIGKILLed strace can be told from
     # a SIGKILLed command (with -o, strace blocks every other fatal signal).
     argv += ["-q", "-e", "signal=SIGKILL", "-ttt", "-o", log_path]
+    if names:
+        argv += NAMES_OPTIONS
+        syscalls = [*syscalls, *(s for s in NAMES_SYSCALLS if s not in syscalls)]
     return [*argv, "-e", "trace=" + ",".join(syscalls), "--", *command]
 
 
@@ -201,8 +222,11 @@ class TracedRun:
         kill_grace: float = 5.0,
         strace_cpu: int | None = None,
         strace_nice: int | None = None,
+        names: bool = False,
     ) -> None:
         self.tracer = tracer
+        #: Trace DNS answers too, to name destinations (costly for send/receive-heavy runs).
+        self.names = names
         self.prefix = prefix
         self.leftover_grace = leftover_grace
         self.kill_grace = kill_grace
@@ -275,7 +299,7 @@ class TracedRun:
         said: list[str] = []
         try:
             self._proc = subprocess.Popen(
-                strace_argv(self.tracer, log_path, shim),
+                strace_argv(self.tracer, log_path, shim, names=self.names),
                 stderr=subprocess.PIPE,
                 pass_fds=(user_err,),
                 env=env,

@@ -534,9 +534,9 @@ BAD = [
         id="unknown-rule-key-typo",
     ),
     pytest.param(
-        "version: 1\nallowlist:\n  - family: AF_INET\n    host: example.com\n",
-        "allow.yaml:4: unknown key 'host' in rule #1 "
-        "(valid: name, family, addr, cidr, port, path, abstract, tests)",
+        "version: 1\nallowlist:\n  - family: AF_INET\n    protocol: tcp\n",
+        "allow.yaml:4: unknown key 'protocol' in rule #1 "
+        "(valid: name, family, host, addr, cidr, port, path, abstract, tests)",
         id="unknown-rule-key",
     ),
     pytest.param(
@@ -754,13 +754,13 @@ BAD = [
     pytest.param(
         "version: 1\nallowlist:\n  - name: x\n    family: AF_UNIX\n    port: 80\n",
         "allow.yaml:5: 'port' does not apply to AF_UNIX in rule 'x' "
-        "(addr, cidr and port are for AF_INET and AF_INET6 rules)",
+        "(host, addr, cidr and port are for AF_INET and AF_INET6 rules)",
         id="port-on-unix",
     ),
     pytest.param(
         "version: 1\nallowlist:\n  - name: x\n    family: AF_NETLINK\n    port: 80\n",
         "allow.yaml:5: 'port' does not apply to AF_NETLINK in rule 'x' "
-        "(addr, cidr and port are for AF_INET and AF_INET6 rules)",
+        "(host, addr, cidr and port are for AF_INET and AF_INET6 rules)",
         id="port-on-netlink",
     ),
     pytest.param(

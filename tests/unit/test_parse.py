@@ -177,10 +177,25 @@ def projection(
 
 
 @pytest.mark.parametrize(
-    "name", ["addrs", "addrs_t", "addrs_ttT", "addrs_y", "addrs_yy", "addrs_nof", "addrs_ff"]
+    "name", ["addrs", "addrs_t", "addrs_ttT", "addrs_y", "addrs_nof", "addrs_ff"]
 )
 def test_every_address_family_is_decoded_under_each_output_option(name: str) -> None:
     assert projection(read(name)) == ADDRS
+
+
+#: Sends on a connected UDP socket, whose peer only -yy shows (fd 18 is connected to :5558).
+YY_PEER_SENDS = {16: Syscall.SENDTO, 22: Syscall.SENDMSG, 23: Syscall.SENDMSG, 26: Syscall.SENDMMSG}
+
+
+def test_yy_adds_each_send_to_a_connected_udp_peer() -> None:
+    peer = Endpoint(AF_INET, "127.0.0.1", 5558)
+    sends = [
+        (n, s, 18, peer, r) for n, s, fd, d, r in projection(read("addrs_yy")) if n in YY_PEER_SENDS
+    ]
+    assert [(n, s) for n, s, *_ in sends] == sorted(YY_PEER_SENDS.items())
+    rest = [c for c in projection(read("addrs_yy")) if c[0] not in YY_PEER_SENDS]
+    assert rest == ADDRS
+    assert all(c in projection(read("addrs_yy")) for c in sends)
 
 
 def test_stderr_log_without_pids_gives_the_same_calls() -> None:
@@ -248,7 +263,7 @@ def test_yy_gives_the_protocol_of_each_socket() -> None:
         8: "",
         **dict.fromkeys([9, 10, 11, 13], "TCPv6"),
         **dict.fromkeys([12, 14, 24, 25], "UDPv6"),
-        **dict.fromkeys([15, 17, 18, 19, 20, 21, 44, 46, 47], "UDP"),
+        **dict.fromkeys([15, 16, 17, 18, 19, 20, 21, 22, 23, 26, 44, 46, 47], "UDP"),
         **dict.fromkeys([29, 30, 31, 32, 33, 34], "UNIX-STREAM"),
         35: "UNIX",
         36: "NETLINK",
@@ -316,6 +331,7 @@ def timeless(record: Record) -> Record:
         return Exec(record.tid, record.path, record.argv, None, record.line)
     if isinstance(record, (Mark, Started)):
         return dataclasses.replace(record, time=None)
+    assert isinstance(record, Hazard)
     return Hazard(record.kind, record.tid, None, record.line)
 
 

@@ -80,13 +80,14 @@ def test_invalid_toml_is_an_error_naming_the_file(tmp_path: Path) -> None:
 def test_flags_override_pyproject_for_every_setting(tmp_path: Path) -> None:
     write(
         tmp_path / "pyproject.toml",
-        '[tool.netaudit]\nverbose = true\nsuggest_rules = true\nreport = "out/r.json"\n',
+        '[tool.netaudit]\nverbose = true\nsuggest_rules = true\nreport = "out/r.json"\n'
+        "names = true\n",
     )
     from_config = resolve(tmp_path)
-    assert (from_config.verbose, from_config.suggest_rules) == (True, True)
+    assert (from_config.verbose, from_config.suggest_rules, from_config.names) == (True,) * 3
     assert from_config.report == tmp_path / "out" / "r.json"
-    flagged = resolve(tmp_path, verbose=False, suggest_rules=False, report="x.json")
-    assert (flagged.verbose, flagged.suggest_rules) == (False, False)
+    flagged = resolve(tmp_path, verbose=False, suggest_rules=False, report="x.json", names=False)
+    assert (flagged.verbose, flagged.suggest_rules, flagged.names) == (False,) * 3
     assert flagged.report == tmp_path / "x.json"
 
 

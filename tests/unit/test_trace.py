@@ -62,6 +62,16 @@ def test_argv_with_seccomp_bpf() -> None:
     ]  # fmt: skip
 
 
+def test_argv_with_names_reads_dns_payloads_and_socket_peers() -> None:
+    tracer = Tracer("/usr/bin/strace", "6.1", seccomp_bpf=True)
+    argv = strace_argv(tracer, "/tmp/d/trace.log", ["true"], names=True)
+    assert argv == [
+        "/usr/bin/strace", "-f", "--seccomp-bpf", "-q", "-e", "signal=SIGKILL", "-ttt",
+        "-o", "/tmp/d/trace.log", "-yy", "-x", "-s", "512",
+        "-e", TRACE_SET + ",recvfrom,recvmsg", "--", "true",
+    ]  # fmt: skip
+
+
 def test_argv_without_seccomp_bpf_falls_back_to_plain_ptrace() -> None:
     tracer = Tracer("/usr/bin/strace", "5.2", seccomp_bpf=False)
     argv = strace_argv(tracer, "/tmp/d/trace.log", ["true"])

@@ -33,7 +33,7 @@ from ..render import json as json_report
 from ..rules import Allowlist
 from ..settings import Settings
 from ..supervisor import ENV_SUPERVISOR, RunAudit, connect, read_audit
-from ..trace import TRACED_SYSCALLS
+from ..trace import traced_syscalls
 from . import junit, marks
 from .status import INTERNAL_ERROR, TESTS_FAILED, worse
 
@@ -255,11 +255,13 @@ class Driver:
 
     def pytest_report_header(self) -> list[str]:
         mode = "seccomp-bpf" if self._hello.get("seccomp_bpf") else "plain ptrace (slower)"
+        mode += ", DNS names" if self.settings.names else ""
+        unnamed = self.allowlist.unnamed_hosts(self.settings.names)
         return [
             f"netaudit: auditing network egress; allowlist: {self.settings.allowlist.describe()}",
             f"netaudit: strace {self._hello.get('strace_version')} "
             f"({self._hello.get('strace')}, {mode})",
-        ]
+        ] + ([f"netaudit: warning: {unnamed}"] if unnamed else [])
 
     @pytest.hookimpl(tryfirst=True, specname="pytest_sessionfinish")
     def pytest_sessionfinish_ends_the_last_test(self, session: pytest.Session) -> None:
@@ -341,7 +343,7 @@ class Driver:
             command=("pytest", *self.config.invocation_params.args),
             allowlist=_path(self.settings),
             strace_version=self._hello.get("strace_version"),
-            syscalls=TRACED_SYSCALLS,
+            syscalls=traced_syscalls(self.settings.names),
             exit_status=status,
         )
         document = json_report.to_json(result, run, dict(self.audit.locations))

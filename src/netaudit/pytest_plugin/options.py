@@ -44,6 +44,13 @@ def add_options(parser: pytest.Parser) -> None:
         help="also write the JSON report (per test) to PATH, even when the run is clean",
     )
     group.addoption(
+        "--netaudit-names",
+        action="store_true",
+        default=None,
+        help="read DNS answers to name destinations and allow 'host' rules (slower for "
+        "suites that send and receive a lot)",
+    )
+    group.addoption(
         "--netaudit-suggest-rules",
         action="store_true",
         default=None,
@@ -93,6 +100,7 @@ def settings(
             verbose=options.netaudit_verbose,
             report=options.netaudit_report,
             suggest_rules=options.netaudit_suggest_rules,
+            names=options.netaudit_names,
             config=project,
             junit_failures=options.netaudit_junit_failures,
         )

@@ -68,6 +68,7 @@ def to_json(result: AuditResult, run: RunInfo, locations: Mapping[str, str] | No
 
 def _destination(d: Destination, location: str | None = None) -> dict[str, Any]:
     endpoint = d.endpoint
+    query = d.query
     return {
         "test": d.test,
         "location": location,
@@ -88,4 +89,7 @@ def _destination(d: Destination, location: str | None = None) -> dict[str, Any]:
         "socket_types": list(d.socks),
         "after_test": d.after_test,
         "first_time": d.first_time,
+        "kind": d.kind,
+        "names": list(d.names),
+        "query": None if query is None else {"type": query[0], "name": query[1]},
     }

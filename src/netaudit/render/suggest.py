@@ -18,7 +18,8 @@ from ..rules import glob_escape, ip_of
 
 _HEADER = """\
 # Suggested allowlist rules: one for each destination that was not allowed.
-# Each rule allows exactly what was seen, one address and port or one socket name.
+# Each rule allows exactly what was seen, one address and port or one socket name;
+# a host rule, when the trace saw the address resolved, allows that name's answers.
 # Widen a rule (cidr, a port range, a glob) only on purpose. Built-in rules stay on
 # unless you add 'builtins: false'. Reference: docs/allowlist.md
 """
@@ -60,6 +61,8 @@ def suggest_rules(destinations: Iterable[Destination]) -> str:
             continue
         endpoint = destination.endpoint
         found = _rule_for(endpoint) if endpoint is not None else None
+        if endpoint is not None and destination.names and isinstance(found, tuple):
+            found = _host_rule(destination.names, endpoint) or found
         if isinstance(found, tuple):
             key, fields, shown = found
             rules.setdefault(key, _Seen(shown, fields)).add(destination)
@@ -77,6 +80,16 @@ def suggest_rules(destinations: Iterable[Destination]) -> str:
         {"version": 1, "allowlist": listed}, sort_keys=False, allow_unicode=False, width=1 << 20
     )
     return _HEADER + document + _comments(unexpressible)
+
+
+def _host_rule(names: tuple[str, ...], endpoint: Endpoint) -> tuple[_SortKey, _Fields, str] | None:
+    """A rule for the name the address was resolved from: the address may change, the name
+    stays. The shortest name is the one asked for; longer ones are usually CDN aliases."""
+    if endpoint.port is None:
+        return None
+    name = min(names, key=lambda n: (len(n), n))
+    fields: _Fields = {"host": name, "port": endpoint.port}
+    return (-1, name, endpoint.port), fields, f"host {name}:{endpoint.port}"
 
 
 def _rule_for(endpoint: Endpoint) -> tuple[_SortKey, _Fields, str] | str:

@@ -52,12 +52,22 @@ def violations_block(result: AuditResult, locations: Locations | None = None) ->
     return "\n".join(lines)
 
 
+def label(d: Destination) -> str:
+    """The address and what the trace knows of it: ``93.184.216.34:443 (example.com)``; a DNS
+    query as ``127.0.0.53:53 DNS A example.com``."""
+    query = d.query
+    if query is not None:
+        return f"{d.address} DNS {query[0]} {query[1]}"
+    return f"{d.address} ({', '.join(d.names)})" if d.names else d.address
+
+
 def violation_line(d: Destination) -> str:
-    """``AF_INET 93.184.216.34:443 (count=1, pids=[12345])``, as documented for the plugin."""
+    """``AF_INET 93.184.216.34:443 (count=1, pids=[12345])``, as documented for the plugin,
+    with the host name after the address when the trace saw it resolved."""
     pids = ", ".join(str(pid) for pid in d.pids[:MAX_PIDS])
     if len(d.pids) > MAX_PIDS:
         pids += f", +{len(d.pids) - MAX_PIDS} more"
-    return f"{d.family} {d.address} (count={d.count}, pids=[{pids}])"
+    return f"{d.family} {label(d)} (count={d.count}, pids=[{pids}])"
 
 
 def evidence_line(d: Destination) -> str:
@@ -86,8 +96,9 @@ def verbose_table(destinations: Iterable[Destination], locations: Locations | No
         lines.append(f"{'-' * 12} {'-' * 30} {'-' * 10} {'-' * 24}")
         for d in group:
             status = "OK" if d.verdict.allowed else "VIOLATION"
+            status = "RESOLVED" if d.kind == "resolved" else status
             # The plugin's documented table indents rows one column less than the header.
-            lines.append(f"{d.family:<12} {d.address:<29} {status:<10} {d.verdict.rule or '-'}")
+            lines.append(f"{d.family:<12} {label(d):<29} {status:<10} {d.verdict.rule or '-'}")
     lines.append(BAR)
     return "\n".join(lines)
 
@@ -99,7 +110,7 @@ def by_destination(destinations: Iterable[Destination], every: bool = False) -> 
     status: dict[tuple[str, str], str] = {}
     for d in destinations:
         if d.test and (every or not d.verdict.allowed):
-            where = (d.family, d.address)
+            where = (d.family, label(d))
             tests.setdefault(where, {}).setdefault(d.test)
             if status.get(where) != "VIOLATION":
                 status[where] = "OK" if d.verdict.allowed else "VIOLATION"
@@ -142,6 +153,8 @@ def rules_table(allowlist: Allowlist) -> str:
 
 def describe_rule(rule: Rule) -> str:
     what = [rule.family]
+    if rule.hosts:
+        what.append("host " + ", ".join(rule.hosts))
     if rule.networks:
         what.append(", ".join(str(n) for n in rule.networks))
     if rule.paths:
