@@ -23,7 +23,7 @@ from .model import AuditResult, RunInfo
 from .render import json as json_report
 from .render import text
 from .settings import Settings, resolve
-from .trace import TRACED_SYSCALLS, TracedRun, find_tracer
+from .trace import IO_URING_CHOICES, TRACED_SYSCALLS, TracedRun, find_tracer
 
 #: `netaudit analyze` and `netaudit check`: exit codes as documented in docs/cli.md.
 EXIT_CLEAN = 0
@@ -69,6 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_report_options(run)
     run.add_argument("--strace", metavar="PATH", help="the strace to use (default: from PATH)")
+    run.add_argument(
+        "--io-uring",
+        choices=IO_URING_CHOICES,
+        default=None,
+        help="report: io_uring use fails the audit (its connects are invisible to strace); "
+        "deny: io_uring_setup fails with ENOSYS, so programs fall back to plain sockets "
+        "(default: [tool.netaudit] io_uring, else report)",
+    )
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command")
     run.set_defaults(handler=_run)
 
@@ -127,7 +135,7 @@ def _run(args: argparse.Namespace) -> int:
     for warning in tracer.warnings:
         print(f"netaudit: warning: {warning}", file=sys.stderr)
     started = _now()
-    with _sigterm_exits(), TracedRun(tracer) as traced:
+    with _sigterm_exits(), TracedRun(tracer, io_uring=settings.io_uring) as traced:
         status = traced.run(command)
         result = audit_log(traced.log_path, allowlist)
         leftovers = traced.leftover_pids
@@ -192,6 +200,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         verbose=args.verbose,
         report=args.report,
         suggest_rules=args.suggest_rules,
+        io_uring=getattr(args, "io_uring", None),
     )
     settings.check_report()  # known before the run, not after it
     return settings

@@ -17,6 +17,7 @@ from typing import Any, Union, cast
 
 from .errors import ConfigError
 from .rules import DEFAULT, Allowlist
+from .trace import IO_URING_CHOICES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,6 +33,7 @@ KEYS: dict[str, type] = {
     "verbose": bool,
     "report": str,
     "suggest_rules": bool,
+    "io_uring": str,
 }
 
 Value = Union[bool, str]
@@ -204,6 +206,8 @@ class Settings:
     suggest_rules: bool = False
     #: The pyproject.toml file and line that named ``report``, if one did.
     report_setting: tuple[str, int | None] | None = None
+    #: io_uring: "report" its use as an incomplete audit, or "deny" it (ENOSYS).
+    io_uring: str = "report"
 
     def check_report(self) -> None:
         if self.report is not None:
@@ -218,6 +222,7 @@ def resolve(
     report: str | None = None,
     suggest_rules: bool | None = None,
     config: ProjectConfig | None = None,
+    io_uring: str | None = None,
 ) -> Settings:
     """Resolves flags (None = not given) against ``config`` (default: the nearest pyproject)."""
     if config is None:
@@ -230,4 +235,18 @@ def resolve(
         suggest_rules=(
             suggest_rules if suggest_rules is not None else bool(config.get("suggest_rules"))
         ),
+        io_uring=io_uring if io_uring is not None else _io_uring(config),
     )
+
+
+def _io_uring(config: ProjectConfig) -> str:
+    value = config.get("io_uring")
+    if value is None:
+        return "report"
+    if value not in IO_URING_CHOICES:
+        choices = " or ".join(repr(choice) for choice in IO_URING_CHOICES)
+        raise ConfigError(
+            f"[tool.netaudit] io_uring must be {choices}, not {value!r}",
+            *(config.where("io_uring") or (None, None)),
+        )
+    return str(value)

@@ -74,11 +74,20 @@ class _Run:
 class Supervisor:
     """Runs a command under strace and audits it live; one per traced session."""
 
-    def __init__(self, tracer: Tracer, run: str, traced: TracedRun | None = None) -> None:
+    def __init__(
+        self,
+        tracer: Tracer,
+        run: str,
+        traced: TracedRun | None = None,
+        *,
+        io_uring: str = "report",
+    ) -> None:
         self.tracer = tracer
         self.run_id = run
         self.token = markers.new_run_id() + markers.new_run_id()
-        self.traced = traced or TracedRun(tracer, strace_cpu=_one_cpu(), strace_nice=STRACE_NICE)
+        self.traced = traced or TracedRun(
+            tracer, strace_cpu=_one_cpu(), strace_nice=STRACE_NICE, io_uring=io_uring
+        )
         self._cond = threading.Condition()
         self._runs: dict[str, _Run] = {run: _Run()}
         self._folder = Folder()

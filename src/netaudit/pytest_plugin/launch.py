@@ -58,7 +58,7 @@ def supervise(config: pytest.Config, settings: Settings, allowlist: Allowlist) -
             "into the traced session; pass them with -p NAME or from a conftest.py",
             file=sys.stderr,
         )
-    supervisor = Supervisor(tracer, markers.new_run_id())
+    supervisor = Supervisor(tracer, markers.new_run_id(), io_uring=settings.io_uring)
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "pytest"
     command = [
         sys.executable,

@@ -10,6 +10,7 @@ import pytest
 from ..errors import ConfigError
 from ..rules import Allowlist
 from ..settings import ProjectConfig, Settings, load_project_config, resolve
+from ..trace import IO_URING_CHOICES
 
 #: Options that only show information: no test runs, so nothing needs tracing.
 _NO_RUN = ("help", "version", "collectonly", "showfixtures", "show_fixtures_per_test",
@@ -49,6 +50,14 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         help="print allowlist rules that would allow the violations",
     )
+    group.addoption(
+        "--netaudit-io-uring",
+        choices=IO_URING_CHOICES,
+        default=None,
+        help="report: io_uring use fails the audit (its connects are invisible to strace); "
+        "deny: io_uring_setup fails with ENOSYS, so programs fall back to plain sockets "
+        "(default: [tool.netaudit] io_uring, else report)",
+    )
 
 
 def project_config(config: pytest.Config) -> ProjectConfig:
@@ -87,6 +96,7 @@ def settings(
             report=options.netaudit_report,
             suggest_rules=options.netaudit_suggest_rules,
             config=project,
+            io_uring=getattr(options, "netaudit_io_uring", None),
         )
         allowlist = resolved.allowlist.load()  # checked now, before any test runs
         resolved.check_report()
