@@ -23,7 +23,7 @@ from .model import AuditResult, RunInfo
 from .render import json as json_report
 from .render import text
 from .settings import Settings, resolve
-from .trace import IO_URING_CHOICES, TRACED_SYSCALLS, TracedRun, find_tracer
+from .trace import IO_URING_CHOICES, TRACED_SYSCALLS, TracedRun, find_tracer, tampered
 
 #: `netaudit analyze` and `netaudit check`: exit codes as documented in docs/cli.md.
 EXIT_CLEAN = 0
@@ -156,6 +156,9 @@ def _run(args: argparse.Namespace) -> int:
             "the report covers what ran until then",
             file=sys.stderr,
         )
+    problem = tampered(result.stats.foreign)
+    if problem:
+        print(f"netaudit: audit incomplete: {problem}", file=sys.stderr)
     run = _run_info(started, settings, command=tuple(command), strace=tracer.version, status=status)
     try:
         _emit(args.format, settings, result, run, sys.stderr)
@@ -164,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
         return status or err.exit_code
     if status != 0:
         return status
-    if result.findings:
+    if result.findings or problem:
         return EXIT_INCOMPLETE
     return EXIT_VIOLATIONS if result.violations else 0
 

@@ -38,7 +38,7 @@ from .audit import Folder, merge
 from .errors import TraceError
 from .model import SESSION, Destination, Finding, Mark, MarkVerb, TraceStats
 from .parse import Parser
-from .trace import TracedRun, Tracer
+from .trace import TracedRun, Tracer, tampered
 
 ENV_SUPERVISOR = "NETAUDIT_SUPERVISOR"
 ENV_RUN = "NETAUDIT_RUN"
@@ -99,6 +99,8 @@ class Supervisor:
         self._caught_up = 0
         self._lines = 0
         self._failure = ""
+        #: Foreign lines already reported in the top run's own answer.
+        self._foreign_served = 0
         self._server: socket.socket | None = None
         self._threads: list[threading.Thread] = []
 
@@ -259,7 +261,9 @@ class Supervisor:
                 lambda: entry.finished or self._consumed or self._caught_up >= asked + 2
             )
             entry.served = True
-            problem = self._failure
+            if run == self.run_id:
+                self._foreign_served = self._parser.stats.foreign
+            problem = self._failure or tampered(self._parser.stats.foreign)
             if not entry.finished and not problem:
                 problem = (
                     "the trace ended before the run finished"
@@ -311,9 +315,11 @@ class Supervisor:
         with self._cond:
             if self._runs[run].served:
                 late = self._late
-                return self._named(run, late.destinations(run), late.findings(run), ""), False
+                problem = tampered(self._parser.stats.foreign - self._foreign_served)
+                return self._named(run, late.destinations(run), late.findings(run), problem), False
+            problem = self._failure or tampered(self._parser.stats.foreign)
             return self._named(
-                run, self._folder.destinations(run), self._folder.findings(run), self._failure
+                run, self._folder.destinations(run), self._folder.findings(run), problem
             ), True
 
 

@@ -203,6 +203,17 @@ def strace_argv(
     return [*argv, "-e", "trace=" + ",".join(syscalls), "--", *command]
 
 
+def tampered(foreign: int) -> str:
+    """Why a log that only our strace wrote holds lines in no strace form: someone else wrote
+    to it, or cut it (strace then goes on writing after a hole of NUL bytes). "" if none."""
+    if not foreign:
+        return ""
+    return (
+        f"the trace holds {foreign} line(s) that strace did not write: it was changed or cut "
+        "short while the command ran"
+    )
+
+
 class TracedRun:
     """Owns a private temp dir (mode 0700) with the log in it; removes it on every exit path."""
 

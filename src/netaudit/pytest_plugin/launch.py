@@ -98,9 +98,9 @@ def _after(supervisor: Supervisor, settings: Settings, allowlist: Allowlist, sta
         if not result.stats.looks_like_strace:
             _say("netaudit: audit incomplete: strace wrote no trace")
             return worse(status, INTERNAL_ERROR)
-    elif result.clean:
+    elif result.clean and not audit.problem:
         return status
-    else:
+    elif not result.clean:
         _say("netaudit: calls made after the session's own report:")
     if audit.problem:
         _say(f"netaudit: audit incomplete: {audit.problem}")
