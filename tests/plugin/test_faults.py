@@ -273,13 +273,13 @@ def test_{n}():
     netns = runner.DEFAULT_NETNS
     assert netns is not None
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--netaudit"]
-    out = subprocess.PIPE
+    pipe = subprocess.PIPE
     sessions = [
         subprocess.Popen(
             netns([*argv, f"--netaudit-report=r{n}.json", f"test_s{n}.py"]),
             cwd=pytester.path,
             env=env,
-            stdout=out,
+            stdout=pipe,
             stderr=subprocess.STDOUT,
             text=True,
         )
