@@ -24,6 +24,7 @@ import pytest
 from netaudit.trace import Tracer
 from tests import runner
 from tests.conftest import TinyTmpfs
+from tests.integration.test_hazards import build
 from tests.plugin.test_tracing import UDP, end, netaudit_dirs, start_time, still_running
 from tests.runner import pytest_run
 
@@ -369,3 +370,24 @@ def test_lists_descriptors(capsys):
     assert len(listed) == 2 and all(listed)
     targets = [target for fds in listed for target in fds.values()]
     assert [t for t in targets if "/netaudit-" in t or "trace.log" in t] == [], targets
+
+
+@pytest.mark.parametrize(("flag", "status"), [([], 3), (["--netaudit-io-uring=deny"], 0)])
+def test_io_uring_fails_the_session_unless_it_is_denied(
+    pytester: pytest.Pytester, tracer: Tracer, flag: list[str], status: int
+) -> None:
+    program = build("uring.c", pytester.path)
+    pytester.makepyfile(
+        test_ring=f"""
+import subprocess
+
+def test_sets_up_a_ring():
+    subprocess.run([{str(program)!r}], check=True)
+"""
+    )
+    result = pytest_run("--netaudit", *flag, cwd=pytester.path)
+    assert result.ret == status, result.outlines + result.errlines
+    if status:
+        result.stdout.fnmatch_lines(["netaudit: audit incomplete: io_uring used by pid * (uring)"])
+    else:
+        result.stdout.no_fnmatch_line("*audit incomplete*")
