@@ -7,7 +7,11 @@ hide a gap in coverage: there they fail.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +63,32 @@ def fake_dns() -> Iterator[fakedns.FakeDns]:
         yield dns
     finally:
         dns.close()
+
+
+#: ``tiny_tmpfs(argv, folder)`` -> argv prefixed to run in a private mount namespace with a
+#: 64 KiB tmpfs mounted on ``folder`` and TMPDIR pointing there (so netaudit's log goes there).
+TinyTmpfs = Callable[[Sequence[str], Path], list[str]]
+
+
+@pytest.fixture(scope="session")
+def tiny_tmpfs() -> TinyTmpfs:
+    """A full disk on demand: the mount is private to the command (``unshare -m``, as root),
+    so nothing outside it sees the tmpfs, and it goes away with the command."""
+    unshare = shutil.which("unshare")
+    if os.geteuid() != 0 or unshare is None:
+        _missing("a tiny tmpfs needs root and unshare (util-linux) for a private mount")
+    script = 'mount -t tmpfs -o size=64k tmpfs "$1" && TMPDIR="$1" && export TMPDIR && shift && '
+    script += 'exec "$@"'
+
+    def wrap(argv: Sequence[str], folder: Path) -> list[str]:
+        return [str(unshare), "-m", "/bin/sh", "-c", script, "tiny", str(folder), *argv]
+
+    probe = tempfile.mkdtemp()
+    try:
+        argv = wrap(["df", "-k", probe], Path(probe))
+        done = subprocess.run(argv, capture_output=True, text=True)
+    finally:
+        os.rmdir(probe)
+    if done.returncode != 0 or "tmpfs" not in done.stdout:
+        _missing(f"cannot mount a tiny tmpfs here: {done.stderr.strip() or done.stdout.strip()}")
+    return wrap

@@ -117,7 +117,11 @@ def loads(text: str, source: str = "<string>") -> Allowlist:
         message = " ".join(str(exc).split("\n")[0].split())
         raise AllowlistError(f"invalid YAML: {message}", source, line) from None
     except RecursionError:
-        raise AllowlistError("invalid YAML: nested too deeply", source) from None
+        raise AllowlistError(
+            "invalid YAML: nested too deeply; an allowlist needs three levels",
+            source,
+            _deepest_line(text),
+        ) from None
     try:
         return _document(root, source)
     except _Invalid as exc:
@@ -162,6 +166,26 @@ def inline_rules(
     return tuple(
         replace(rule, name=f"{rule.name} ({label})", source=source, line=line) for rule in rules
     )
+
+
+def _deepest_line(text: str) -> int:
+    """Where flow brackets (or, failing those, indentation) nest deepest: a hint of where a
+    document too deep for the parser goes wrong."""
+    depth = best = 0
+    line = best_line = 1
+    for char in text:
+        if char == "\n":
+            line += 1
+        elif char in "[{":
+            depth += 1
+            if depth > best:
+                best, best_line = depth, line
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+    if best:
+        return best_line
+    indents = [len(row) - len(row.lstrip(" -")) for row in text.splitlines()] or [0]
+    return indents.index(max(indents)) + 1
 
 
 class _Invalid(Exception):

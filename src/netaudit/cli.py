@@ -24,7 +24,7 @@ from .model import AuditResult, RunInfo
 from .render import github, text
 from .render import json as json_report
 from .settings import Settings, resolve
-from .trace import TracedRun, find_tracer, traced_syscalls
+from .trace import IO_URING_CHOICES, TracedRun, find_tracer, tampered, traced_syscalls
 
 #: `netaudit analyze` and `netaudit check`: exit codes as documented in docs/cli.md.
 EXIT_CLEAN = 0
@@ -76,6 +76,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="read DNS answers to name destinations and allow 'host' rules (slower when "
         "the command sends and receives a lot; see docs/performance.md)",
+    )
+    run.add_argument(
+        "--io-uring",
+        choices=IO_URING_CHOICES,
+        default=None,
+        help="report: io_uring use fails the audit (its connects are invisible to strace); "
+        "deny: io_uring_setup fails with ENOSYS, so programs fall back to plain sockets "
+        "(default: [tool.netaudit] io_uring, else report)",
     )
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command")
     run.set_defaults(handler=_run)
@@ -144,7 +152,10 @@ def _run(args: argparse.Namespace) -> int:
         if warning:
             print(f"netaudit: warning: {warning}", file=sys.stderr)
     started = _now()
-    with _sigterm_exits(), TracedRun(tracer, names=settings.names) as traced:
+    with (
+        _sigterm_exits(),
+        TracedRun(tracer, names=settings.names, io_uring=settings.io_uring) as traced,
+    ):
         status = traced.run(command)
         result = audit_log(traced.log_path, allowlist)
         leftovers = traced.leftover_pids
@@ -165,6 +176,9 @@ def _run(args: argparse.Namespace) -> int:
             "the report covers what ran until then",
             file=sys.stderr,
         )
+    problem = tampered(result.stats.foreign)
+    if problem:
+        print(f"netaudit: audit incomplete: {problem}", file=sys.stderr)
     run = _run_info(started, settings, command=tuple(command), strace=tracer.version, status=status)
     _github(result)
     try:
@@ -174,7 +188,7 @@ def _run(args: argparse.Namespace) -> int:
         return status or err.exit_code
     if status != 0:
         return status
-    if result.findings:
+    if result.findings or problem:
         return EXIT_INCOMPLETE
     return EXIT_VIOLATIONS if result.violations else 0
 
@@ -235,6 +249,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         report=args.report,
         suggest_rules=args.suggest_rules,
         names=getattr(args, "names", None),
+        io_uring=getattr(args, "io_uring", None),
     )
     settings.check_report()  # known before the run, not after it
     return settings

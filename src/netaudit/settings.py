@@ -17,6 +17,7 @@ from typing import Any, Union, cast
 
 from .errors import ConfigError
 from .rules import DEFAULT, Allowlist
+from .trace import IO_URING_CHOICES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,6 +35,7 @@ KEYS: dict[str, type] = {
     "suggest_rules": bool,
     "junit_failures": bool,
     "names": bool,
+    "io_uring": str,
 }
 
 Value = Union[bool, str]
@@ -210,6 +212,8 @@ class Settings:
     report_setting: tuple[str, int | None] | None = None
     #: With --junitxml: a failure entry on each test whose own calls were violations.
     junit_failures: bool = False
+    #: io_uring: "report" its use as an incomplete audit, or "deny" it (ENOSYS).
+    io_uring: str = "report"
 
     def check_report(self) -> None:
         if self.report is not None:
@@ -226,6 +230,7 @@ def resolve(
     names: bool | None = None,
     config: ProjectConfig | None = None,
     junit_failures: bool | None = None,
+    io_uring: str | None = None,
 ) -> Settings:
     """Resolves flags (None = not given) against ``config`` (default: the nearest pyproject)."""
     if config is None:
@@ -242,4 +247,18 @@ def resolve(
             junit_failures if junit_failures is not None else bool(config.get("junit_failures"))
         ),
         names=names if names is not None else bool(config.get("names")),
+        io_uring=io_uring if io_uring is not None else _io_uring(config),
     )
+
+
+def _io_uring(config: ProjectConfig) -> str:
+    value = config.get("io_uring")
+    if value is None:
+        return "report"
+    if value not in IO_URING_CHOICES:
+        choices = " or ".join(repr(choice) for choice in IO_URING_CHOICES)
+        raise ConfigError(
+            f"[tool.netaudit] io_uring must be {choices}, not {value!r}",
+            *(config.where("io_uring") or (None, None)),
+        )
+    return str(value)

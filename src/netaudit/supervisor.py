@@ -38,7 +38,7 @@ from .audit import Folder, merge
 from .errors import TraceError
 from .model import SESSION, Destination, Finding, Mark, MarkVerb, TraceStats
 from .parse import Parser
-from .trace import TracedRun, Tracer
+from .trace import TracedRun, Tracer, tampered
 
 ENV_SUPERVISOR = "NETAUDIT_SUPERVISOR"
 ENV_RUN = "NETAUDIT_RUN"
@@ -78,13 +78,23 @@ class Supervisor:
     """Runs a command under strace and audits it live; one per traced session."""
 
     def __init__(
-        self, tracer: Tracer, run: str, traced: TracedRun | None = None, *, names: bool = False
+        self,
+        tracer: Tracer,
+        run: str,
+        traced: TracedRun | None = None,
+        *,
+        names: bool = False,
+        io_uring: str = "report",
     ) -> None:
         self.tracer = tracer
         self.run_id = run
         self.token = markers.new_run_id() + markers.new_run_id()
         self.traced = traced or TracedRun(
-            tracer, strace_cpu=_one_cpu(), strace_nice=STRACE_NICE, names=names
+            tracer,
+            strace_cpu=_one_cpu(),
+            strace_nice=STRACE_NICE,
+            names=names,
+            io_uring=io_uring,
         )
         self._cond = threading.Condition()
         self._runs: dict[str, _Run] = {run: _Run()}
@@ -97,6 +107,8 @@ class Supervisor:
         self._caught_up = 0
         self._lines = 0
         self._failure = ""
+        #: Foreign lines already reported in the top run's own answer.
+        self._foreign_served = 0
         self._server: socket.socket | None = None
         self._threads: list[threading.Thread] = []
 
@@ -260,7 +272,9 @@ class Supervisor:
                 lambda: entry.finished or self._consumed or self._caught_up >= asked + 2
             )
             entry.served = True
-            problem = self._failure
+            if run == self.run_id:
+                self._foreign_served = self._parser.stats.foreign
+            problem = self._failure or tampered(self._parser.stats.foreign)
             if not entry.finished and not problem:
                 problem = (
                     "the trace ended before the run finished"
@@ -313,9 +327,11 @@ class Supervisor:
         with self._cond:
             if self._runs[run].served:
                 late = self._late
-                return self._named(run, late.destinations(run), late.findings(run), ""), False
+                problem = tampered(self._parser.stats.foreign - self._foreign_served)
+                return self._named(run, late.destinations(run), late.findings(run), problem), False
+            problem = self._failure or tampered(self._parser.stats.foreign)
             return self._named(
-                run, self._folder.destinations(run), self._folder.findings(run), self._failure
+                run, self._folder.destinations(run), self._folder.findings(run), problem
             ), True
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from netaudit.errors import EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_NO_TRACER, EXIT_VIOLATIONS
+from tests.conftest import TinyTmpfs
 from tests.netns import Netns
 from tests.runner import netaudit
 
@@ -314,9 +315,9 @@ def test_a_daemon_left_behind_is_ended_and_reported(tmp_path: Path) -> None:
     assert not alive(daemon)
 
 
-def test_a_trace_cut_short_by_a_full_disk_fails_the_audit(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tiny tmpfs needs root (a private mount namespace)")
+def test_a_trace_cut_short_by_a_full_disk_fails_the_audit(
+    tmp_path: Path, tiny_tmpfs: TinyTmpfs
+) -> None:
     tiny = tmp_path / "tiny"
     tiny.mkdir()
     many = (
@@ -324,17 +325,9 @@ def test_a_trace_cut_short_by_a_full_disk_fails_the_audit(tmp_path: Path) -> Non
         "for port in range(1, 3000):\n"
         "    socket.socket().connect_ex(('127.0.0.1', port))\n"
     )
-    script = (
-        f"mount -t tmpfs -o size=64k tmpfs {tiny} && TMPDIR={tiny} "
-        f'"$@"; status=$?; umount {tiny}; exit $status'
-    )
     audited = [PY, "-m", "netaudit", "run", "--", PY, "-c", many]
     done = subprocess.run(
-        ["unshare", "-m", "sh", "-c", script, "sh", *audited],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        tiny_tmpfs(audited, tiny), cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == EXIT_INCOMPLETE, done.stderr
     assert "No space left on device" in done.stderr

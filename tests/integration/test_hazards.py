@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from netaudit.errors import EXIT_INCOMPLETE
-from tests.netns import Netns
+from netaudit.errors import EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_VIOLATIONS
+from tests.netns import EXTERNAL_V4, Netns
 from tests.runner import netaudit
 
 pytestmark = pytest.mark.strace
@@ -75,3 +78,79 @@ def test_a_bound_raw_packet_socket_makes_the_audit_incomplete(netns: Netns, tmp_
     done = netaudit("run", "--", sys.executable, "-c", code, cwd=tmp_path, netns=netns)
     assert done.returncode == EXIT_INCOMPLETE, done.stderr
     assert "a raw packet socket (AF_PACKET) bound to an interface by pid " in done.stderr
+
+
+def report_of(cwd: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((cwd / "r.json").read_text())
+    return loaded
+
+
+def test_an_io_uring_connect_is_invisible_and_fails_the_audit_by_default(
+    netns: Netns, tmp_path: Path
+) -> None:
+    # The connect goes through the ring: strace shows only io_uring_setup, never the address.
+    program = str(build("uring_connect.c", tmp_path))
+    done = netaudit(
+        "run", "--report", "r.json", "--", program, EXTERNAL_V4, "443", cwd=tmp_path, netns=netns
+    )
+    assert "io_uring enter=1" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == EXIT_INCOMPLETE, done.stderr
+    assert "netaudit: audit incomplete: io_uring used by pid " in done.stderr
+    assert [d["display"] for d in report_of(tmp_path)["destinations"]] == []
+
+
+def test_io_uring_deny_makes_the_program_fall_back_to_a_connect_that_is_judged(
+    netns: Netns, tmp_path: Path
+) -> None:
+    program = str(build("uring_connect.c", tmp_path))
+    done = netaudit(
+        "run", "--io-uring", "deny", "--report", "r.json", "--", program, EXTERNAL_V4, "443",
+        cwd=tmp_path, netns=netns,
+    )  # fmt: skip
+    assert f"fallback setup_errno={errno.ENOSYS}" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == EXIT_VIOLATIONS, done.stderr
+    assert "audit incomplete" not in done.stderr
+    report = report_of(tmp_path)
+    assert [(d["display"], d["syscalls"]) for d in report["violations"]] == [
+        (f"{EXTERNAL_V4}:443", ["connect"])
+    ]
+
+
+def test_io_uring_deny_can_be_set_in_pyproject(netns: Netns, tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.netaudit]\nio_uring = "deny"\n')
+    done = netaudit("run", "--", str(build("uring.c", tmp_path)), cwd=tmp_path, netns=netns)
+    assert done.returncode == 0, done.stderr
+
+
+def test_an_unknown_io_uring_setting_is_refused_at_its_line(tmp_path: Path) -> None:
+    pyproject = '[project]\nname = "x"\n\n[tool.netaudit]\nio_uring = "allow"\n'
+    (tmp_path / "pyproject.toml").write_text(pyproject)
+    done = netaudit("run", "--", "touch", "ran", cwd=tmp_path)
+    assert done.returncode == EXIT_CONFIG, done.stderr
+    assert "pyproject.toml:5: [tool.netaudit] io_uring must be 'report' or 'deny'" in done.stderr
+    assert not (tmp_path / "ran").exists()
+
+
+def test_tcp_fast_open_is_a_judged_event(tmp_path: Path) -> None:
+    # sendto(MSG_FASTOPEN, addr) opens the connection itself: there is no connect() to see.
+    code = (
+        "import socket\n"
+        "server = socket.socket(); server.bind(('127.0.0.1', 0)); server.listen(1)\n"
+        "client = socket.socket()\n"
+        "client.sendto(b'GET / HTTP/1.0\\r\\n\\r\\n', socket.MSG_FASTOPEN, server.getsockname())\n"
+        "peer, _ = server.accept()\n"
+        "print('port', server.getsockname()[1], 'got', peer.recv(100))\n"
+    )
+    allowlist = tmp_path / "nothing.yaml"
+    allowlist.write_text("version: 1\nbuiltins: false\nallowlist: []\n")
+    done = netaudit(
+        "run", "--allowlist", str(allowlist), "--report", "r.json", "--", sys.executable, "-c",
+        code, cwd=tmp_path,
+    )  # fmt: skip
+    assert "got b'GET / HTTP/1.0" in done.stdout, done.stdout + done.stderr
+    port = int(done.stdout.split()[1])
+    assert done.returncode == EXIT_VIOLATIONS, done.stderr
+    violations = report_of(tmp_path)["violations"]
+    assert [(d["display"], d["syscalls"]) for d in violations] == [
+        (f"127.0.0.1:{port}", ["sendto"])
+    ]

@@ -240,3 +240,17 @@ def test_a_strace_killed_before_the_command_started_is_a_trace_error(tmp_path: P
     tracer = fake_tracer(tmp_path, "kill -KILL $$")
     with TracedRun(tracer) as traced, pytest.raises(TraceError, match=r"killed \(SIGKILL\)"):
         traced.run(["true"])
+
+
+def test_argv_with_io_uring_denied_injects_enosys_into_its_setup() -> None:
+    tracer = Tracer("/usr/bin/strace", "6.1", seccomp_bpf=True)
+    argv = strace_argv(tracer, "/tmp/x/trace.log", ["cmd"], io_uring="deny")
+    at = argv.index("inject=io_uring_setup:error=ENOSYS")
+    assert argv[at - 1] == "-e" and at < argv.index("--")
+    assert "inject=io_uring_setup:error=ENOSYS" not in strace_argv(tracer, "/tmp/x/t", ["cmd"])
+
+
+def test_argv_refuses_an_unknown_io_uring_choice() -> None:
+    tracer = Tracer("/usr/bin/strace", "6.1", seccomp_bpf=True)
+    with pytest.raises(ValueError, match="io_uring must be one of"):
+        strace_argv(tracer, "/tmp/x/trace.log", ["cmd"], io_uring="allow")

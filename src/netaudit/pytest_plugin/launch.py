@@ -9,8 +9,10 @@ A host program that called ``pytest.main()`` gets that status back; nothing is e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -59,7 +61,9 @@ def supervise(config: pytest.Config, settings: Settings, allowlist: Allowlist) -
             "into the traced session; pass them with -p NAME or from a conftest.py",
             file=sys.stderr,
         )
-    supervisor = Supervisor(tracer, markers.new_run_id(), names=settings.names)
+    supervisor = Supervisor(
+        tracer, markers.new_run_id(), names=settings.names, io_uring=settings.io_uring
+    )
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "pytest"
     command = [
         sys.executable,
@@ -99,13 +103,17 @@ def _after(supervisor: Supervisor, settings: Settings, allowlist: Allowlist, sta
     if whole and status == USAGE_ERROR and result.clean and not audit.problem:
         return status  # pytest refused its arguments, and said so: nothing ran to report on
     if whole:
-        _say("netaudit: the session ended before it could report; the audit of what it ran:")
+        how = "ended"
+        if status > 128 and traced.interrupted is None:
+            with contextlib.suppress(ValueError):
+                how = f"was killed by {signal.Signals(status - 128).name}"
+        _say(f"netaudit: the session {how} before it could report; the audit of what it ran:")
         if not result.stats.looks_like_strace:
             _say("netaudit: audit incomplete: strace wrote no trace")
             return worse(status, INTERNAL_ERROR)
-    elif result.clean:
+    elif result.clean and not audit.problem:
         return status
-    else:
+    elif not result.clean:
         _say("netaudit: calls made after the session's own report:")
     if audit.problem:
         _say(f"netaudit: audit incomplete: {audit.problem}")

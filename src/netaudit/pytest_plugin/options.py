@@ -10,6 +10,7 @@ import pytest
 from ..errors import ConfigError
 from ..rules import Allowlist
 from ..settings import ProjectConfig, Settings, load_project_config, resolve
+from ..trace import IO_URING_CHOICES
 
 #: Options that only show information: no test runs, so nothing needs tracing.
 _NO_RUN = ("help", "version", "collectonly", "showfixtures", "show_fixtures_per_test",
@@ -63,6 +64,14 @@ def add_options(parser: pytest.Parser) -> None:
         help="with --junitxml, also record a failure on each test whose own calls were "
         "violations (they are always recorded as properties)",
     )
+    group.addoption(
+        "--netaudit-io-uring",
+        choices=IO_URING_CHOICES,
+        default=None,
+        help="report: io_uring use fails the audit (its connects are invisible to strace); "
+        "deny: io_uring_setup fails with ENOSYS, so programs fall back to plain sockets "
+        "(default: [tool.netaudit] io_uring, else report)",
+    )
 
 
 def project_config(config: pytest.Config) -> ProjectConfig:
@@ -103,6 +112,7 @@ def settings(
             names=options.netaudit_names,
             config=project,
             junit_failures=options.netaudit_junit_failures,
+            io_uring=getattr(options, "netaudit_io_uring", None),
         )
         allowlist = resolved.allowlist.load()  # checked now, before any test runs
         resolved.check_report()
