@@ -116,6 +116,7 @@ def merge(a: Destination, b: Destination) -> Destination:
         results=tuple(sorted(results.items())),
         socks=tuple(sorted({*a.socks, *b.socks})),
         first_time=min(firsts) if firsts else None,
+        where=tuple(sorted({*a.where, *b.where})),
     )
 
 

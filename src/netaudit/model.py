@@ -232,7 +232,9 @@ class Destination:
     """Every call of one test to one destination, folded together.
 
     Unparsed lines each form their own destination (``endpoint`` None, ``raw`` set).
-    Tuples are sorted, and ``results`` pairs each result with its count.
+    Tuples are sorted, and ``results`` pairs each result with its count. ``where`` holds the
+    Python lines that made the calls, when a traced pytest process saw them (test frame, then
+    the innermost frame of the project's code): the trace itself cannot know them.
     """
 
     test: str
@@ -247,6 +249,7 @@ class Destination:
     socks: tuple[str, ...] = ()
     after_test: bool = False
     first_time: float | None = None
+    where: tuple[str, ...] = ()
 
     @property
     def family(self) -> str:

@@ -33,6 +33,8 @@ from ..settings import Settings
 from ..supervisor import ENV_SUPERVISOR, RunAudit, connect, read_audit
 from ..trace import TRACED_SYSCALLS
 from .status import INTERNAL_ERROR, TESTS_FAILED, worse
+from .where import WhereRecorder
+from .xdist import WHERE_KEY
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class Driver:
                 "netaudit: this process is not traced by its session's strace "
                 f"(TracerPid {traced_by}); the audit cannot run here"
             )
+        self.where = WhereRecorder(config.rootpath)
+        self._running: tuple[str, object] = ("", None)
         self._mark(MarkVerb.START)
 
     def _greet(self) -> dict[str, Any]:
@@ -123,6 +127,10 @@ class Driver:
     def _mark(self, verb: MarkVerb, test: int = -1) -> None:
         """A fresh socket each time (socket() and close() are not traced): nothing a test
         does to its descriptors can turn a marker into a call on one of the test's sockets."""
+        if verb is MarkVerb.BEGIN:
+            self.where.begin(*self._running)
+        else:
+            self.where.end()
         address = markers.address(self.role.run, verb, test, self.role.worker)
         cpus = self._near_strace()
         try:
@@ -147,6 +155,7 @@ class Driver:
         return cpus
 
     def close(self) -> None:
+        self.where.close()
         if self._outbox:
             with contextlib.suppress(OSError):
                 self._send({"op": "bye"})
@@ -162,6 +171,7 @@ class Driver:
         # and nothing but pytest's own loop runs between two tests.
         test = self._index(item)
         self._current = test
+        self._running = (item.nodeid, getattr(item, "obj", None))
         self._mark(MarkVerb.BEGIN, test)
         try:
             return (yield)
@@ -225,7 +235,11 @@ class Driver:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.where.close()
         if not self.role.reports:
+            workeroutput = getattr(self.config, "workeroutput", None)
+            if isinstance(workeroutput, dict):
+                workeroutput[WHERE_KEY] = self.where.export()  # xdist sends it after this hook
             return
         self._mark(MarkVerb.FINISH)
         try:
@@ -235,8 +249,9 @@ class Driver:
             self.problem = f"the supervisor did not answer ({err})"
             return self._fail(session, INTERNAL_ERROR)
         self.problem = audit.problem
+        destinations = self.where.attach(audit.destinations)
         result = self.result = AuditResult(
-            judge(audit.destinations, self.allowlist), audit.findings, audit.stats
+            judge(destinations, self.allowlist), audit.findings, audit.stats
         )
         if result.findings or self.problem:
             self._fail(session, INTERNAL_ERROR)

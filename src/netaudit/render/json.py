@@ -87,4 +87,5 @@ def _destination(d: Destination, location: str | None = None) -> dict[str, Any]:
         "socket_types": list(d.socks),
         "after_test": d.after_test,
         "first_time": d.first_time,
+        "where": list(d.where),
     }
