@@ -7,12 +7,13 @@ loopback.
 
 from __future__ import annotations
 
+import functools
 import json
 import marshal
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -241,3 +242,41 @@ def test_reports_show_where_below_each_destination() -> None:
     assert table[row + 1] == f"{'':<12} at {site}"
     run = RunInfo(started="now", host="h", netaudit_version="0")
     assert json.loads(to_json(result, run))["destinations"][0]["where"] == [site]
+
+
+def test_a_function_nested_in_the_test_is_not_taken_for_the_test(
+    recorder: WhereRecorder,
+) -> None:
+    def test_x() -> None:
+        def inner() -> None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.connect_ex(("192.0.2.11", 53))  # nested
+
+        inner()  # calls the nested function
+
+    recorder.begin(NODE, test_x)
+    test_x()
+    own, nested = line_of("inner()  # calls"), line_of('s.connect_ex(("192.0.2.11", 53))')
+    assert sites(recorder, NODE, "192.0.2.11", 53) == (
+        f"{HERE}:{own} in test_x > {HERE}:{nested} in inner",
+    )
+
+
+def test_a_decorated_test_is_found_through_its_wrapper(recorder: WhereRecorder) -> None:
+    def wrap(function: Callable[[], None]) -> Callable[[], None]:
+        @functools.wraps(function)
+        def wrapper() -> None:
+            function()
+
+        return wrapper
+
+    @wrap
+    def test_x() -> None:
+        udp_connect("192.0.2.12", 53)  # decorated
+
+    recorder.begin(NODE, test_x)
+    test_x()
+    own, helper = line_of('udp_connect("192.0.2.12", 53)'), line_of("s.connect_ex(")
+    assert sites(recorder, NODE, "192.0.2.12", 53) == (
+        f"{HERE}:{own} in test_x > {HERE}:{helper} in udp_connect",
+    )

@@ -19,6 +19,8 @@ is one set lookup per audit event.
 
 from __future__ import annotations
 
+import _socket
+import dis
 import inspect
 import ipaddress
 import os
@@ -52,9 +54,15 @@ class WhereRecorder:
     def __init__(self, rootdir: Path) -> None:
         self.test = SESSION
         self._code: CodeType | None = None
+        self._globals: dict[str, Any] | None = None
+        self._lines = range(0)
         self._root = str(rootdir) + os.sep
         self._skipped = _library_dirs()
         self._shown: dict[str, str | None] = {}
+        #: "path:line in name" by (file, line), and the test's own lines (reset per test):
+        #: reading a frame's code raises an audit event, so each line is named once.
+        self._names: dict[tuple[str, int], str] = {}
+        self._own: dict[int, str] = {}
         self._raw: dict[tuple[int, str, int, object], dict[str, None]] = {}
         self._targets: dict[tuple[int, str, Target, bool], dict[str, None]] = {}
         self._events = set(EVENTS)
@@ -65,11 +73,14 @@ class WhereRecorder:
     def begin(self, nodeid: str, function: object) -> None:
         """The test ``nodeid`` runs now; ``function`` is its Python function, if it has one."""
         self.test = nodeid
-        self._code = _code_of(function)
+        self._code, self._globals = _code_of(function)
+        self._lines = _lines_of(self._code)
+        self._own = {}
 
     def end(self) -> None:
         self.test = SESSION
-        self._code = None
+        self._code = self._globals = None
+        self._lines = range(0)
 
     def close(self) -> None:
         """The hook becomes a set lookup that always fails: it cannot be removed."""
@@ -82,7 +93,7 @@ class WhereRecorder:
         if isinstance(address, (str, bytes)) and _is_marker(address):
             return  # netaudit's own markers
         try:
-            family = int(sock.family)
+            family = _family(sock)
             key = (os.getpid(), self.test, family, address)
             sites = self._raw.get(key)
         except (AttributeError, TypeError, ValueError):
@@ -96,21 +107,39 @@ class WhereRecorder:
             sites[site] = None
 
     def _site(self, frame: FrameType | None) -> str:
-        """``test frame > innermost project frame``, or the one of them that exists."""
+        """``test frame > innermost project frame``, or the one of them that exists.
+
+        ``f_code`` is read only where needed and each line is named once: every read raises
+        an audit event of its own (``object.__getattr__``).
+        """
         own = inner = ""
-        code = self._code
+        code, test_globals, lines = self._code, self._globals, self._lines
         while frame is not None:
-            frame_code = frame.f_code
             if not inner:
-                shown = self._shown_path(frame_code.co_filename)
+                file = frame.f_globals.get("__file__")
+                if not isinstance(file, str):
+                    file = frame.f_code.co_filename
+                shown = self._shown_path(file)
                 if shown is not None:
-                    inner = f"{shown}:{frame.f_lineno} in {frame_code.co_name}"
+                    key = (file, frame.f_lineno)
+                    inner = self._names.get(key) or self._names.setdefault(
+                        key, f"{shown}:{key[1]} in {frame.f_code.co_name}"
+                    )
                     if code is None:
                         break
-            if frame_code is code:
-                own = f"{self._shown_path(frame_code.co_filename)}:{frame.f_lineno} in "
-                own += frame_code.co_name
-                break
+            if frame.f_globals is test_globals and code is not None:
+                line = frame.f_lineno
+                if line in lines:
+                    found = self._own.get(line)
+                    if found is None:
+                        # Another function of the test's module may share its lines (a
+                        # function nested in the test): only the test's code is its frame.
+                        path = self._shown_path(code.co_filename) or code.co_filename
+                        is_test = frame.f_code is code
+                        found = self._own[line] = f"{path}:{line} in {code.co_name}" * is_test
+                    if found:
+                        own = found
+                        break
             frame = frame.f_back
         if own and inner and own != inner:
             return f"{own} > {inner}"
@@ -219,6 +248,10 @@ def target_of(family: int, address: object) -> tuple[Target, bool] | None:
     return None
 
 
+#: A socket's family as a plain int: socket.socket.family would build an enum member per call.
+_family = _socket.socket.family.__get__
+
+
 def _hook(events: set[str], seen: Any) -> Any:
     """A closure, not a method: it runs for every audit event of the process (imports, opens),
     and one set lookup is all it may cost for those."""
@@ -236,15 +269,27 @@ def _is_marker(address: str | bytes) -> bool:
     return address.startswith(_MARKER)
 
 
-def _code_of(function: object) -> CodeType | None:
-    """The code object a test function's frame runs, seen through decorators that wrap it."""
+def _code_of(function: object) -> tuple[CodeType | None, dict[str, Any] | None]:
+    """The code object a test function's frame runs (seen through decorators that wrap it),
+    and the module globals it runs in."""
     function = getattr(function, "__func__", function)
     try:
         function = inspect.unwrap(function)  # type: ignore[arg-type]
     except ValueError:
-        return None
+        return None, None
     code = getattr(function, "__code__", None)
-    return code if isinstance(code, CodeType) else None
+    test_globals = getattr(function, "__globals__", None)
+    if not isinstance(code, CodeType) or not isinstance(test_globals, dict):
+        return None, None
+    return code, test_globals
+
+
+def _lines_of(code: CodeType | None) -> range:
+    """The lines a code object spans: a frame outside them cannot be running it."""
+    if code is None:
+        return range(0)
+    lines = [line for _, line in dis.findlinestarts(code) if line is not None]
+    return range(code.co_firstlineno, max(lines, default=code.co_firstlineno) + 1)
 
 
 def _library_dirs() -> tuple[str, ...]:
