@@ -3,11 +3,11 @@
     .venv/bin/python bench/where_hook.py [--rounds N]
 
 One suite: 2,000 trivial tests and 200 tests that each make 1 UDP connect() and 20 sendto()
-on loopback (nothing leaves the machine), all passing. Variants alternate within each round: pytest
---netaudit as shipped and without the hook (``-p where_off``), and, untraced, plain pytest
-and pytest with the recorder alone (``-p where_on``), where the hook's cost is not hidden by
-strace's. Then the cost of one call, untraced (workloads/where_calls.py). The tables show
-medians and ratios.
+on loopback (nothing leaves the machine), all passing. Variants alternate within each round:
+pytest --netaudit as shipped and without the hook (``-p where_off``); untraced, pytest with
+the recorder (``-p where_on``) and without (``-p where_import``, the same imports), where the
+hook's cost is not hidden by strace's. Then the cost of one call, untraced
+(workloads/where_calls.py). The tables show medians and ratios.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main() -> None:
             "pytest --netaudit (hook on, as shipped)": [*pytest, "--netaudit"],
             "pytest --netaudit (hook off)": [*pytest, "--netaudit", "-p", "where_off"],
             "pytest, untraced, recorder and hook": [*pytest, "-p", "no:netaudit", "-p", "where_on"],
-            "pytest, untraced": [*pytest, "-p", "no:netaudit"],
+            "pytest, untraced": [*pytest, "-p", "no:netaudit", "-p", "where_import"],
         }
         times: dict[str, list[float]] = {name: [] for name in runs}
         measure(runs["pytest, untraced"])  # warm the page cache

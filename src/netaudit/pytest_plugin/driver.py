@@ -155,7 +155,9 @@ class Driver:
         return cpus
 
     def close(self) -> None:
-        self.where.close()
+        where = getattr(self, "where", None)  # absent when __init__ refused to go on
+        if where is not None:
+            where.close()
         if self._outbox:
             with contextlib.suppress(OSError):
                 self._send({"op": "bye"})

@@ -53,6 +53,8 @@ class WhereRecorder:
 
     def __init__(self, rootdir: Path) -> None:
         self.test = SESSION
+        self._function: object = None
+        self._resolved = True
         self._code: CodeType | None = None
         self._globals: dict[str, Any] | None = None
         self._lines = range(0)
@@ -73,14 +75,13 @@ class WhereRecorder:
     def begin(self, nodeid: str, function: object) -> None:
         """The test ``nodeid`` runs now; ``function`` is its Python function, if it has one."""
         self.test = nodeid
-        self._code, self._globals = _code_of(function)
-        self._lines = _lines_of(self._code)
-        self._own = {}
+        self._function = function
+        self._resolved = False  # on the test's first call: most tests make none
 
     def end(self) -> None:
         self.test = SESSION
-        self._code = self._globals = None
-        self._lines = range(0)
+        self._function = None
+        self._resolved = False
 
     def close(self) -> None:
         """The hook becomes a set lookup that always fails: it cannot be removed."""
@@ -113,6 +114,11 @@ class WhereRecorder:
         an audit event of its own (``object.__getattr__``).
         """
         own = inner = ""
+        if not self._resolved:
+            self._code, self._globals = _code_of(self._function)
+            self._lines = _lines_of(self._code)
+            self._own = {}
+            self._resolved = True
         code, test_globals, lines = self._code, self._globals, self._lines
         while frame is not None:
             if not inner:
