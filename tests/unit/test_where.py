@@ -280,3 +280,15 @@ def test_a_decorated_test_is_found_through_its_wrapper(recorder: WhereRecorder) 
     assert sites(recorder, NODE, "192.0.2.12", 53) == (
         f"{HERE}:{own} in test_x > {HERE}:{helper} in udp_connect",
     )
+
+
+def test_a_failure_in_the_recorder_never_fails_the_call(
+    recorder: WhereRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(frame: object) -> str:
+        raise RuntimeError("a bug in the recorder")
+
+    monkeypatch.setattr(recorder, "_site", broken)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        assert s.connect_ex(("127.0.0.1", 9)) == 0
+    assert recorder.export() == []

@@ -264,7 +264,10 @@ def _hook(events: set[str], seen: Any) -> Any:
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
         if event in events:
-            seen(args)
+            try:
+                seen(args)
+            except Exception:  # an exception here would fail the user's call: never
+                return
 
     return hook
 
