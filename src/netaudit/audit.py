@@ -130,6 +130,7 @@ def merge(a: Destination, b: Destination) -> Destination:
         socks=tuple(sorted({*a.socks, *b.socks})),
         first_time=min(firsts) if firsts else None,
         names=tuple(sorted({*a.names, *b.names})),
+        where=tuple(sorted({*a.where, *b.where})),
     )
 
 

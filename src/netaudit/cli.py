@@ -11,13 +11,14 @@ import datetime
 import io
 import os
 import platform
+import shlex
 import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from . import version
+from . import triage, version
 from .audit import audit_lines, audit_log
 from .errors import EXIT_INCOMPLETE, EXIT_VIOLATIONS, ConfigError, NetauditError, TraceError
 from .model import AuditResult, RunInfo
@@ -38,15 +39,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.handler is _run:
+    if args.handler in (_run, _baseline):
         args.cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-        if not args.cmd:
+        if not args.cmd and args.handler is _run:
             parser.error("run needs a command: netaudit run [OPTIONS] -- CMD...")
+        if args.handler is _baseline and bool(args.cmd) == bool(args.reports):
+            parser.error(
+                "baseline needs reports or a command (one of them): "
+                "netaudit baseline --from REPORT... | netaudit baseline -- CMD..."
+            )
     try:
         code: int = args.handler(args)
     except NetauditError as err:
         print(f"netaudit: error: {err}", file=sys.stderr)
-        return err.exit_code if args.handler is _run else EXIT_BAD_INPUT
+        # A traced command's errors keep run's exit codes; input errors elsewhere are 2.
+        return err.exit_code if getattr(args, "cmd", None) else EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("netaudit: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
@@ -114,6 +121,47 @@ def _parser() -> argparse.ArgumentParser:
         "and complete YAML (docs/allowlist.md, 'Editor support'). Exit: 0.",
     )
     schema.set_defaults(handler=_schema)
+
+    triage = commands.add_parser(
+        "triage",
+        help="merge saved JSON reports into one list of undeclared destinations",
+        description="Merge JSON reports (netaudit run --report, pytest --netaudit-report) into "
+        "one reviewable list of undeclared destinations, with their evidence, as allowlist "
+        "YAML (evidence in comments) or JSON. Exit: 0 nothing undeclared, 1 undeclared "
+        "destinations, 2 an unreadable report or an unknown schema version.",
+    )
+    triage.add_argument("reports", nargs="+", metavar="REPORT", help="JSON reports")
+    triage.add_argument(
+        "--allowlist",
+        metavar="FILE",
+        help="judge the reports again with this allowlist and leave out what it allows "
+        "(default: each report's own verdicts)",
+    )
+    triage.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    triage.set_defaults(handler=_triage)
+
+    baseline = commands.add_parser(
+        "baseline",
+        help="write a starting allowlist from a run, every rule marked for review",
+        description="Write an allowlist with one rule for each destination a run reached that "
+        "the built-in rules (or --allowlist) do not allow, each marked for review. The run is "
+        "saved reports (--from) or a command run under strace. Exit: 0 written, 2 bad input; "
+        "with a command, its own status when it failed, 101 for an incomplete audit.",
+    )
+    baseline.add_argument(
+        "--from", dest="reports", action="append", default=[], metavar="REPORT",
+        help="a JSON report of the run (repeat for several)",
+    )  # fmt: skip
+    baseline.add_argument(
+        "--allowlist", metavar="FILE", help="leave out what this allowlist already allows"
+    )
+    baseline.add_argument(
+        "-o", "--output", metavar="FILE", help="write the allowlist to FILE (default: stdout)"
+    )
+    baseline.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    baseline.add_argument("--strace", metavar="PATH", help="the strace to use (default: from PATH)")
+    baseline.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command")
+    baseline.set_defaults(handler=_baseline)
     return parser
 
 
@@ -239,6 +287,60 @@ def _github(result: AuditResult) -> None:
                 summary.write(github.summary(result))
         except OSError as err:
             print(f"netaudit: warning: cannot write {path}: {err.strerror}", file=sys.stderr)
+
+
+def _triage(args: argparse.Namespace) -> int:
+    allowlist = None
+    if args.allowlist is not None:
+        allowlist = resolve(Path.cwd(), allowlist=args.allowlist).allowlist.load()
+    reports = [triage.load_report(path) for path in args.reports]
+    found = triage.undeclared(reports, allowlist)
+    paths = [report.path for report in reports]
+    if args.format == "json":
+        sys.stdout.write(triage.to_json(found, paths))
+    else:
+        header = triage.triage_header(found, paths)
+        sys.stdout.write(triage.to_yaml(found, len(reports), header))
+    return EXIT_FOUND if found else EXIT_CLEAN
+
+
+def _baseline(args: argparse.Namespace) -> int:
+    """From reports, or from a command traced here as ``netaudit run`` would."""
+    allowlist = resolve(Path.cwd(), allowlist=args.allowlist).allowlist.load()
+    output = Path(args.output) if args.output is not None else None
+    if output is not None and output.exists() and not args.force:
+        raise ConfigError("exists; name a new file, or add --force to overwrite it", str(output))
+    status = 0
+    if args.reports:
+        reports = [triage.load_report(path) for path in args.reports]
+        source = ", ".join(report.path for report in reports)
+    else:
+        tracer = find_tracer(args.strace)
+        with _sigterm_exits(), TracedRun(tracer) as traced:
+            status = traced.run(args.cmd)
+            result = audit_log(traced.log_path, allowlist)
+        if not result.stats.looks_like_strace:
+            raise TraceError("strace wrote no trace: the audit is incomplete")
+        for finding in result.findings:
+            print(f"netaudit: {finding}", file=sys.stderr)
+        if result.findings:
+            status = status or EXIT_INCOMPLETE
+        reports = [triage.Report("<command>", result.destinations)]
+        source = shlex.join(args.cmd)
+    found = triage.undeclared(reports, allowlist)
+    document = triage.to_yaml(found, len(reports), triage.baseline_header(source), review=True)
+    if output is None:
+        sys.stdout.write(document)
+    else:
+        try:
+            output.write_text(document, encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"cannot write the baseline: {err.strerror}", str(output)) from err
+        print(f"netaudit: wrote {output}: {len(found)} rules to review", file=sys.stderr)
+    if status:
+        print(f"netaudit: the command failed (status {status}); the baseline covers what ran",
+              file=sys.stderr)  # fmt: skip
+    return status
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -260,7 +260,9 @@ class Destination:
     A DNS query (``raw`` starts with DNS_QUERY) and a resolve-only probe (``raw`` is PROBE)
     are destinations of their own beside the plain calls to the same endpoint.
     Tuples are sorted, and ``results`` pairs each result with its count. ``names`` are the
-    host names the trace saw resolve to the address (see NetEvent).
+    host names the trace saw resolve to the address (see NetEvent). ``where`` holds the
+    Python lines that made the calls, when a traced pytest process saw them (test frame, then
+    the innermost frame of the project's code): the trace itself cannot know them.
     """
 
     test: str
@@ -276,6 +278,7 @@ class Destination:
     after_test: bool = False
     first_time: float | None = None
     names: tuple[str, ...] = ()
+    where: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:

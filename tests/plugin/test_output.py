@@ -107,6 +107,16 @@ class Run:
     def where(self, test: str) -> str:
         return f"test_suite.py:{line_of(self.root / 'test_suite.py', f'def {test}(')}"
 
+    def site(self, test: str, nth: int = 1) -> str:
+        """Where in the code: the test's ``nth`` line, then the helper that connects."""
+        source = self.root / "test_suite.py"
+        line = line_of(source, f"def {test}(") + nth
+        return f"test_suite.py:{line} in {test} > {self.reach()}"
+
+    def reach(self) -> str:
+        line = line_of(self.root / "test_suite.py", "        s.connect_ex(")
+        return f"test_suite.py:{line} in reach"
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
@@ -145,14 +155,17 @@ def test_the_violations_block_is_grouped_by_test_with_evidence(run: Run) -> None
         f"      by {PY}: connect -> ENETUNREACH",
         "    AF_INET 198.51.100.7:123 (count=1, pids=[PID])",
         f"      by {PY}: connect -> ENETUNREACH",
+        f"      at {run.reach()}",  # a module fixture: no test frame
         "",
         f"  [test_suite.py::test_one] {run.where('test_one')}",
         "    AF_INET 192.0.2.10:53 (count=1, pids=[PID])",
         f"      by {PY}: connect -> ENETUNREACH",
+        f"      at {run.site('test_one')}",
         "",
         f"  [test_suite.py::test_two] {run.where('test_two')}",
         "    AF_INET 192.0.2.10:53 (count=1, pids=[PID])",
         f"      by {PY}: connect -> ENETUNREACH",
+        f"      at {run.site('test_two')}",
         "",
         f"  [test_suite.py::test_child] {run.where('test_child')}",
         "    AF_INET 203.0.113.9:443 (count=1, pids=[PID])",
@@ -179,17 +192,21 @@ def test_the_verbose_table_names_the_rule_of_each_allowed_call(run: Run) -> None
         rule,
         "AF_INET6     [2001:db8::5]:443             VIOLATION  -",
         "AF_INET      198.51.100.7:123              VIOLATION  -",
+        f"             at {run.reach()}",
         "",
         f"  [test_suite.py::test_one] {run.where('test_one')}",
         head,
         rule,
         "AF_INET      192.0.2.10:53                 VIOLATION  -",
+        f"             at {run.site('test_one')}",
         "",
         f"  [test_suite.py::test_two] {run.where('test_two')}",
         head,
         rule,
         "AF_INET      192.0.2.10:53                 VIOLATION  -",
+        f"             at {run.site('test_two')}",
         "AF_INET      127.0.0.1:9                   OK         loopback (IPv4)",
+        f"             at {run.site('test_two', 2)}",
         "",
         f"  [test_suite.py::test_child] {run.where('test_child')}",
         head,

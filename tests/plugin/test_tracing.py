@@ -286,6 +286,7 @@ def test_a_test_that_clears_the_environment_or_changes_directory_does_not_hide_l
                 header(f"test_environment.py::{test}"),
                 destination(addresses[0]),
                 "      by python: connect -> ENETUNREACH",
+                f"      at test_environment.py:* in {test} > test_environment.py:* in udp",
                 destination(addresses[1]),
                 "      by python: connect -> ENETUNREACH",
             ],

@@ -83,7 +83,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.add_cleanup(driver.close)
     config.pluginmanager.register(driver, "netaudit-driver")
     if role.reports and config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(XdistGlue(role.token, role.run), "netaudit-xdist")
+        config.pluginmanager.register(
+            XdistGlue(role.token, role.run, driver.where.add), "netaudit-xdist"
+        )
 
 
 def _role(config: pytest.Config) -> Role | None:

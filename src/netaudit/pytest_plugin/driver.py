@@ -36,6 +36,8 @@ from ..supervisor import ENV_SUPERVISOR, RunAudit, connect, read_audit
 from ..trace import traced_syscalls
 from . import junit, marks
 from .status import INTERNAL_ERROR, TESTS_FAILED, worse
+from .where import WhereRecorder
+from .xdist import WHERE_KEY
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ class Driver:
                 "netaudit: this process is not traced by its session's strace "
                 f"(TracerPid {traced_by}); the audit cannot run here"
             )
+        self.where = WhereRecorder(config.rootpath)
+        self._running: tuple[str, object] = ("", None)
         self._mark(MarkVerb.START)
 
     def _greet(self) -> dict[str, Any]:
@@ -130,6 +134,10 @@ class Driver:
     def _mark(self, verb: MarkVerb, test: int = -1) -> None:
         """A fresh socket each time (socket() and close() are not traced): nothing a test
         does to its descriptors can turn a marker into a call on one of the test's sockets."""
+        if verb is MarkVerb.BEGIN:
+            self.where.begin(*self._running)
+        else:
+            self.where.end()
         address = markers.address(self.role.run, verb, test, self.role.worker)
         cpus = self._near_strace()
         try:
@@ -154,6 +162,9 @@ class Driver:
         return cpus
 
     def close(self) -> None:
+        where = getattr(self, "where", None)  # absent when __init__ refused to go on
+        if where is not None:
+            where.close()
         if self._outbox:
             with contextlib.suppress(OSError):
                 self._send({"op": "bye"})
@@ -176,6 +187,7 @@ class Driver:
         # and nothing but pytest's own loop runs between two tests.
         test = self._index(item)
         self._current = test
+        self._running = (item.nodeid, getattr(item, "obj", None))
         self._mark(MarkVerb.BEGIN, test)
         try:
             return (yield)
@@ -280,11 +292,18 @@ class Driver:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if self.role.reports and not self._finished:
+        self.where.close()
+        if not self.role.reports:
+            workeroutput = getattr(self.config, "workeroutput", None)
+            if isinstance(workeroutput, dict):
+                workeroutput[WHERE_KEY] = self.where.export()  # xdist sends it after this hook
+            return
+        if not self._finished:
             self._finish(session)
 
     def _finish(self, session: pytest.Session) -> None:
         self._finished = True
+        self.where.close()
         self._mark(MarkVerb.FINISH)
         try:
             self._send({"op": "finish", "run": self.role.run})
@@ -298,8 +317,9 @@ class Driver:
         except AllowlistError as err:  # checked where the test ran: only a bug gets here
             self.problem = f"a test's netaudit marker cannot be read: {err}"
             tests = {}
+        destinations = self.where.attach(audit.destinations)
         result = self.result = AuditResult(
-            judge(audit.destinations, self.allowlist, tests), audit.findings, audit.stats
+            judge(destinations, self.allowlist, tests), audit.findings, audit.stats
         )
         if result.findings or self.problem:
             self._fail(session, INTERNAL_ERROR)

@@ -92,4 +92,5 @@ def _destination(d: Destination, location: str | None = None) -> dict[str, Any]:
         "kind": d.kind,
         "names": list(d.names),
         "query": None if query is None else {"type": query[0], "name": query[1]},
+        "where": list(d.where),
     }

@@ -161,3 +161,14 @@ def _printable(text: str) -> str:
         else:
             out.append(f"\\U{ord(char):08x}")
     return "".join(out)
+
+
+def exact_rule(endpoint: Endpoint) -> tuple[_SortKey, _Fields, str] | str:
+    """The rule that allows exactly ``endpoint`` (sort key, YAML fields, display), or why no
+    rule can: the one source of exact rules, shared with triage and baselines."""
+    return _rule_for(endpoint)
+
+
+def printable(text: str) -> str:
+    """``text`` made safe for a YAML comment or a rule name (see ``_printable``)."""
+    return _printable(text)

@@ -48,6 +48,7 @@ def violations_block(result: AuditResult, locations: Locations | None = None) ->
         for d in group:
             lines.append(f"    {violation_line(d)}")
             lines.append(f"      {evidence_line(d)}")
+            lines += [f"      at {site}" for site in d.where]
     lines.append(BAR)
     return "\n".join(lines)
 
@@ -99,6 +100,7 @@ def verbose_table(destinations: Iterable[Destination], locations: Locations | No
             status = "RESOLVED" if d.kind == "resolved" else status
             # The plugin's documented table indents rows one column less than the header.
             lines.append(f"{d.family:<12} {label(d):<29} {status:<10} {d.verdict.rule or '-'}")
+            lines += [f"{'':<12} at {site}" for site in d.where]
     lines.append(BAR)
     return "\n".join(lines)
 

@@ -1,0 +1,307 @@
+"""Triage across runs: saved JSON reports (CI shards, xdist runs, many days) merged into one
+reviewable list of undeclared destinations with their evidence, and a starting allowlist
+(a baseline) for a suite that has none yet.
+
+Reports are read back into the data model and judged with ``audit.judge``, so that a rule
+matches here exactly as it does in a run. The YAML output is an allowlist (its rules come
+from render.suggest, one exact destination each) with the evidence in comments; the round
+trip through our own loader is tested in tests/unit/test_triage.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .audit import judge
+from .errors import NetauditError
+from .model import Destination, Endpoint, Verdict
+from .render import json as json_report
+from .render.suggest import exact_rule, printable
+from .rules import Allowlist, ip_of
+
+#: The schema versions of the JSON report this module reads.
+READS = frozenset({1})
+TRIAGE_SCHEMA = "netaudit.triage"
+TRIAGE_SCHEMA_VERSION = 1
+#: The prefix of every rule a baseline writes, until someone has reviewed it.
+REVIEW_PREFIX = "REVIEW: "
+#: Most tests (and call sites) a comment names before it says how many more there are.
+MAX_NAMED = 5
+_UNPARSED = "UNPARSED"
+
+
+class ReportError(NetauditError):
+    """A report that cannot be read: unreadable, not JSON, or not a schema we know."""
+
+
+@dataclass(frozen=True)
+class Report:
+    path: str
+    destinations: tuple[Destination, ...]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One undeclared destination across every report that saw it."""
+
+    endpoint: Endpoint | None
+    raw: str
+    calls: int
+    runs: int
+    tests: tuple[str, ...]
+    programs: tuple[str, ...]
+    where: tuple[str, ...] = ()
+    #: ipaddress's ``is_global``; None for a destination that is not an IP address.
+    routable: bool | None = None
+
+    @property
+    def shown(self) -> str:
+        if self.endpoint is None:
+            return f"{_UNPARSED} {self.raw}"
+        return f"{self.endpoint.family} {self.endpoint}"
+
+
+@dataclass
+class _Merged:
+    endpoint: Endpoint | None
+    raw: str
+    calls: int = 0
+    reports: set[int] = field(default_factory=set)
+    tests: set[str] = field(default_factory=set)
+    programs: set[str] = field(default_factory=set)
+    where: set[str] = field(default_factory=set)
+
+
+def load_report(path: str | os.PathLike[str]) -> Report:
+    """A JSON report of ``netaudit run --report`` or ``pytest --netaudit-report``."""
+    source = os.fspath(path)
+    try:
+        with open(source, encoding="utf-8") as file:
+            document = json.load(file)
+    except OSError as err:
+        raise ReportError(f"{source}: cannot read the report: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ReportError(f"{source}: not UTF-8 text; is this a netaudit JSON report?") from None
+    except json.JSONDecodeError as err:
+        raise ReportError(
+            f"{source}:{err.lineno}: not JSON ({err.msg}); name a report written by "
+            "netaudit run --report or pytest --netaudit-report"
+        ) from None
+    if not isinstance(document, dict) or document.get("schema") != json_report.SCHEMA:
+        raise ReportError(
+            f'{source}: not a netaudit report (no "schema": "{json_report.SCHEMA}"); name a '
+            "report written by netaudit run --report or pytest --netaudit-report"
+        )
+    version = document.get("schema_version")
+    if version not in READS:
+        known = ", ".join(str(v) for v in sorted(READS))
+        raise ReportError(
+            f"{source}: report schema version {version!r} is not one this netaudit reads "
+            f"({known}); triage it with the netaudit version that wrote it, or a newer one"
+        )
+    items = document.get("destinations")
+    if not isinstance(items, list):
+        raise ReportError(f'{source}: "destinations" is not a list; the report is damaged')
+    destinations = []
+    for index, item in enumerate(items):
+        try:
+            destinations.append(_destination(item))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ReportError(
+                f"{source}: destinations[{index}] is damaged ({err!r}); write the report again"
+            ) from None
+    return Report(source, tuple(destinations))
+
+
+def _destination(item: dict[str, Any]) -> Destination:
+    family = item["family"]
+    endpoint = None
+    if family != _UNPARSED:
+        endpoint = Endpoint(str(family), str(item["address"]), item["port"], item["scope_id"] or "")
+    return Destination(
+        test=str(item["test"]),
+        endpoint=endpoint,
+        raw=item["raw"] or "",
+        verdict=Verdict(None if item["verdict"] == "violation" else str(item["rule"])),
+        count=int(item["count"]),
+        pids=tuple(int(p) for p in item["pids"]),
+        programs=tuple(str(p) for p in item["programs"]),
+        syscalls=tuple(str(s) for s in item["syscalls"]),
+        results=tuple(sorted((str(r), int(n)) for r, n in item["results"].items())),
+        socks=tuple(str(s) for s in item.get("socket_types", ())),
+        after_test=bool(item.get("after_test", False)),
+        first_time=item.get("first_time"),
+        where=tuple(str(w) for w in item.get("where", ())),
+    )
+
+
+def undeclared(reports: Sequence[Report], allowlist: Allowlist | None = None) -> list[Evidence]:
+    """Every destination no rule allowed, merged across reports, in the suggested rules' order.
+
+    With ``allowlist``, each report is judged again with it (what it allows is left out);
+    without, each report's own verdicts stand.
+    """
+    merged: dict[Endpoint | str, _Merged] = {}
+    for index, report in enumerate(reports):
+        destinations: Iterable[Destination] = report.destinations
+        if allowlist is not None:
+            destinations = judge(destinations, allowlist)
+        for d in destinations:
+            if d.verdict.allowed:
+                continue
+            key: Endpoint | str = d.endpoint if d.endpoint is not None else d.raw
+            entry = merged.setdefault(key, _Merged(d.endpoint, d.raw))
+            entry.calls += d.count
+            entry.reports.add(index)
+            if d.test:
+                entry.tests.add(d.test)
+            entry.programs.update(d.programs)
+            entry.where.update(d.where)
+    found = [
+        Evidence(
+            m.endpoint,
+            m.raw,
+            m.calls,
+            len(m.reports),
+            tuple(sorted(m.tests)),
+            tuple(sorted(m.programs)),
+            tuple(sorted(m.where)),
+            _routable(m.endpoint),
+        )
+        for m in merged.values()
+    ]
+    return sorted(found, key=_order)
+
+
+def _routable(endpoint: Endpoint | None) -> bool | None:
+    ip = ip_of(endpoint) if endpoint is not None else None
+    return None if ip is None else ip.is_global
+
+
+def _order(e: Evidence) -> tuple[int, tuple[object, ...], str]:
+    """Rules first, in the suggested rules' order; then what no rule can allow."""
+    rule = exact_rule(e.endpoint) if e.endpoint is not None else None
+    if isinstance(rule, tuple):
+        return 0, rule[0], ""
+    return 1, (), e.shown
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def to_yaml(
+    found: Sequence[Evidence], runs: int, header: Sequence[str], review: bool = False
+) -> str:
+    """An allowlist with one exact rule per destination and its evidence in comments above it.
+
+    ``review`` (a baseline) prefixes each rule's name with REVIEW_PREFIX and adds a
+    ``# review:`` comment: nothing in it has been looked at yet.
+    """
+    lines = [f"# {line}" if line else "#" for line in header]
+    rules: list[str] = []
+    unexpressible: list[str] = []
+    for e in found:
+        rule = exact_rule(e.endpoint) if e.endpoint is not None else None
+        comments = _evidence(e, runs)
+        if not isinstance(rule, tuple):
+            reason = rule or "strace's line could not be parsed, so no rule can allow it"
+            unexpressible += [f"#   {line}" for line in comments] + [f"#     {reason}"]
+            continue
+        _, fields, shown = rule
+        if review:
+            comments.append("review: keep this rule only if the destination is expected here")
+        name = f"{REVIEW_PREFIX if review else ''}{shown}"
+        dumped = yaml.safe_dump(
+            [{"name": name, **fields}], sort_keys=False, allow_unicode=False, width=1 << 20
+        )
+        rules += [f"  # {line}" for line in comments]
+        rules += [f"  {line}" for line in dumped.splitlines()]
+    lines += ["version: 1", "allowlist:" if rules else "allowlist: []", *rules]
+    if unexpressible:
+        lines += ["#", "# Undeclared, and no rule can allow exactly these:", *unexpressible]
+    return "\n".join(lines) + "\n"
+
+
+def _evidence(e: Evidence, runs: int) -> list[str]:
+    calls = "1 call" if e.calls == 1 else f"{e.calls} calls"
+    routable = {True: "globally routable", False: "not globally routable", None: "not IP"}
+    lines = [f"{printable(e.shown)}: {calls} in {e.runs} of {runs} runs; {routable[e.routable]}"]
+    if e.tests:
+        lines.append(f"  tests: {_named(e.tests)}")
+    if e.programs:
+        lines.append(f"  programs: {_named(e.programs)}")
+    for site in e.where[:MAX_NAMED]:
+        lines.append(f"  at {printable(site)}")
+    if len(e.where) > MAX_NAMED:
+        lines.append(f"  at +{len(e.where) - MAX_NAMED} more places")
+    return lines
+
+
+def _named(names: Sequence[str]) -> str:
+    shown = ", ".join(printable(n) for n in names[:MAX_NAMED])
+    return shown + (f", +{len(names) - MAX_NAMED} more" if len(names) > MAX_NAMED else "")
+
+
+def to_json(found: Sequence[Evidence], reports: Sequence[str]) -> str:
+    """The triage as a JSON document: the evidence, and each destination's exact rule."""
+    items = []
+    for e in found:
+        rule = exact_rule(e.endpoint) if e.endpoint is not None else None
+        items.append(
+            {
+                "family": e.endpoint.family if e.endpoint is not None else _UNPARSED,
+                "address": e.endpoint.address if e.endpoint is not None else None,
+                "port": e.endpoint.port if e.endpoint is not None else None,
+                "scope_id": e.endpoint.scope_id or None if e.endpoint is not None else None,
+                "display": str(e.endpoint) if e.endpoint is not None else e.raw,
+                "raw": e.raw or None,
+                "calls": e.calls,
+                "runs": e.runs,
+                "tests": list(e.tests),
+                "programs": list(e.programs),
+                "where": list(e.where),
+                "globally_routable": e.routable,
+                "rule": dict(rule[1]) if isinstance(rule, tuple) else None,
+                "no_rule": None
+                if isinstance(rule, tuple)
+                else rule or "strace's line could not be parsed",
+            }
+        )
+    document = {
+        "schema": TRIAGE_SCHEMA,
+        "schema_version": TRIAGE_SCHEMA_VERSION,
+        "reports": list(reports),
+        "undeclared": items,
+    }
+    return json.dumps(document, indent=1) + "\n"
+
+
+def triage_header(found: Sequence[Evidence], reports: Sequence[str]) -> list[str]:
+    what = (
+        "1 undeclared destination" if len(found) == 1 else f"{len(found)} undeclared destinations"
+    )
+    runs = "1 report" if len(reports) == 1 else f"{len(reports)} reports"
+    return [
+        f"netaudit triage: {what} in {runs}: {', '.join(printable(r) for r in reports)}",
+        "Each rule allows exactly one destination; the comment above it says how many calls,",
+        "in how many runs, from which tests, programs and lines, and whether the address is",
+        "globally routable. Keep what you mean to allow. Reference: docs/allowlist.md",
+        "",
+    ]
+
+
+def baseline_header(source: str) -> list[str]:
+    return [
+        f"netaudit baseline: a starting allowlist from {printable(source)}.",
+        f"Nothing here has been reviewed: every rule's name starts with {REVIEW_PREFIX.strip()!r}",
+        "and has a '# review:' comment. Check each destination, delete the rules you do not",
+        "mean to allow (and fix what made those calls), then drop the prefix from the rest.",
+        "Built-in rules (loopback, Unix sockets, Netlink) stay on. Reference: docs/cli.md",
+        "",
+    ]
