@@ -22,7 +22,7 @@ from .audit import judge
 from .errors import NetauditError
 from .model import Destination, Endpoint, Verdict
 from .render import json as json_report
-from .render.suggest import exact_rule, printable
+from .render.suggest import ExactRule, exact_rule, printable
 from .rules import Allowlist, ip_of
 
 #: The schema versions of the JSON report this module reads.
@@ -59,6 +59,14 @@ class Evidence:
     where: tuple[str, ...] = ()
     #: ipaddress's ``is_global``; None for a destination that is not an IP address.
     routable: bool | None = None
+    #: Host names the traced programs resolved to the address (``--names``).
+    names: tuple[str, ...] = ()
+    #: DNS questions ("A example.com") sent to this destination, a resolver.
+    queries: tuple[str, ...] = ()
+
+    def rule(self) -> ExactRule | str | None:
+        """The exact rule (a host rule when the name is known), why none can be, or None."""
+        return exact_rule(self.endpoint, self.names) if self.endpoint is not None else None
 
     @property
     def shown(self) -> str:
@@ -76,6 +84,8 @@ class _Merged:
     tests: set[str] = field(default_factory=set)
     programs: set[str] = field(default_factory=set)
     where: set[str] = field(default_factory=set)
+    names: set[str] = field(default_factory=set)
+    queries: set[str] = field(default_factory=set)
 
 
 def load_report(path: str | os.PathLike[str]) -> Report:
@@ -138,6 +148,7 @@ def _destination(item: dict[str, Any]) -> Destination:
         after_test=bool(item.get("after_test", False)),
         first_time=item.get("first_time"),
         where=tuple(str(w) for w in item.get("where", ())),
+        names=tuple(str(n) for n in item.get("names", ())),
     )
 
 
@@ -163,6 +174,9 @@ def undeclared(reports: Sequence[Report], allowlist: Allowlist | None = None) ->
                 entry.tests.add(d.test)
             entry.programs.update(d.programs)
             entry.where.update(d.where)
+            entry.names.update(d.names)
+            if d.query is not None:
+                entry.queries.add(" ".join(d.query))
     found = [
         Evidence(
             m.endpoint,
@@ -173,6 +187,8 @@ def undeclared(reports: Sequence[Report], allowlist: Allowlist | None = None) ->
             tuple(sorted(m.programs)),
             tuple(sorted(m.where)),
             _routable(m.endpoint),
+            tuple(sorted(m.names)),
+            tuple(sorted(m.queries)),
         )
         for m in merged.values()
     ]
@@ -186,7 +202,7 @@ def _routable(endpoint: Endpoint | None) -> bool | None:
 
 def _order(e: Evidence) -> tuple[int, tuple[object, ...], str]:
     """Rules first, in the suggested rules' order; then what no rule can allow."""
-    rule = exact_rule(e.endpoint) if e.endpoint is not None else None
+    rule = e.rule()
     if isinstance(rule, tuple):
         return 0, rule[0], ""
     return 1, (), e.shown
@@ -206,14 +222,20 @@ def to_yaml(
     lines = [f"# {line}" if line else "#" for line in header]
     rules: list[str] = []
     unexpressible: list[str] = []
+    written: set[str] = set()
     for e in found:
-        rule = exact_rule(e.endpoint) if e.endpoint is not None else None
+        rule = e.rule()
         comments = _evidence(e, runs)
         if not isinstance(rule, tuple):
             reason = rule or "strace's line could not be parsed, so no rule can allow it"
             unexpressible += [f"#   {line}" for line in comments] + [f"#     {reason}"]
             continue
         _, fields, shown = rule
+        if shown in written:  # a second address of one host name: its rule is already there
+            rules += [f"  # {line}" for line in comments]
+            rules.append(f"  #   allowed by the rule for {printable(shown)}")
+            continue
+        written.add(shown)
         if review:
             comments.append("review: keep this rule only if the destination is expected here")
         name = f"{REVIEW_PREFIX if review else ''}{shown}"
@@ -236,6 +258,10 @@ def _evidence(e: Evidence, runs: int) -> list[str]:
         lines.append(f"  tests: {_named(e.tests)}")
     if e.programs:
         lines.append(f"  programs: {_named(e.programs)}")
+    if e.names:
+        lines.append(f"  resolved from: {_named(e.names)}")
+    if e.queries:
+        lines.append(f"  DNS queries: {_named(e.queries)}")
     for site in e.where[:MAX_NAMED]:
         lines.append(f"  at {printable(site)}")
     if len(e.where) > MAX_NAMED:
@@ -252,7 +278,7 @@ def to_json(found: Sequence[Evidence], reports: Sequence[str]) -> str:
     """The triage as a JSON document: the evidence, and each destination's exact rule."""
     items = []
     for e in found:
-        rule = exact_rule(e.endpoint) if e.endpoint is not None else None
+        rule = e.rule()
         items.append(
             {
                 "family": e.endpoint.family if e.endpoint is not None else _UNPARSED,
@@ -266,6 +292,8 @@ def to_json(found: Sequence[Evidence], reports: Sequence[str]) -> str:
                 "tests": list(e.tests),
                 "programs": list(e.programs),
                 "where": list(e.where),
+                "names": list(e.names),
+                "queries": list(e.queries),
                 "globally_routable": e.routable,
                 "rule": dict(rule[1]) if isinstance(rule, tuple) else None,
                 "no_rule": None

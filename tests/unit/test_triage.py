@@ -7,6 +7,7 @@ Reports are written by render.json itself, so they have the very form runs write
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -280,3 +281,32 @@ def test_baseline_needs_reports_or_a_command(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit):
         main(["baseline", "--from", "r.json", "--", "true"])
     assert "baseline needs reports or a command" in capsys.readouterr().err
+
+
+def test_known_names_make_host_rules_one_per_name_and_queries_are_evidence(tmp_path: Path) -> None:
+    second = Endpoint("AF_INET", "192.0.2.11", 443)
+    resolver = Endpoint("AF_INET", "127.0.0.53", 53)
+    query = replace(dest(resolver), raw="dns A api.example.test")
+    report = write(
+        tmp_path / "r.json",
+        replace(dest(DOCS6), names=("api.example.test",)),
+        replace(dest(second), names=("api.example.test", "edge-7.cdn.example.test")),
+        query,
+    )
+    found = undeclared([load_report(report)])
+    assert sorted(e.names for e in found if e.endpoint != resolver) == [
+        ("api.example.test",),
+        ("api.example.test", "edge-7.cdn.example.test"),
+    ]
+    document = to_yaml(found, 1, ["header"])
+    assert document.count("host: api.example.test") == 1
+    assert "resolved from: api.example.test, edge-7.cdn.example.test" in document
+    assert "DNS queries: A api.example.test" in document
+    loaded = allowlist_module.loads(document, "triage.yaml")
+    assert [rule.hosts for rule in loaded.rules if rule.hosts] == [("api.example.test",)]
+    named = replace(dest(second), names=("api.example.test",))
+    assert judge([named], loaded)[0].verdict.allowed
+    assert not judge([dest(second)], loaded)[0].verdict.allowed  # no name seen: no match
+    items = json.loads(triage_json(found, [str(report)]))["undeclared"]
+    assert {item["rule"].get("host") for item in items} == {"api.example.test", None}
+    assert [item["queries"] for item in items if item["queries"]] == [["A api.example.test"]]

@@ -30,6 +30,8 @@ _LONGEST_WHO = 80
 #: How a rule is ordered in the output: family rank, then address (or kind) and port/name.
 _SortKey = tuple[int, Union[int, str], Union[int, str]]
 _Fields = dict[str, Union[str, int]]
+#: An exact rule: its sort key, its YAML fields, and how it is shown.
+ExactRule = tuple[_SortKey, _Fields, str]
 
 
 @dataclass
@@ -60,9 +62,7 @@ def suggest_rules(destinations: Iterable[Destination]) -> str:
         if destination.verdict.allowed:
             continue
         endpoint = destination.endpoint
-        found = _rule_for(endpoint) if endpoint is not None else None
-        if endpoint is not None and destination.names and isinstance(found, tuple):
-            found = _host_rule(destination.names, endpoint) or found
+        found = exact_rule(endpoint, destination.names) if endpoint is not None else None
         if isinstance(found, tuple):
             key, fields, shown = found
             rules.setdefault(key, _Seen(shown, fields)).add(destination)
@@ -163,10 +163,14 @@ def _printable(text: str) -> str:
     return "".join(out)
 
 
-def exact_rule(endpoint: Endpoint) -> tuple[_SortKey, _Fields, str] | str:
+def exact_rule(endpoint: Endpoint, names: tuple[str, ...] = ()) -> ExactRule | str:
     """The rule that allows exactly ``endpoint`` (sort key, YAML fields, display), or why no
-    rule can: the one source of exact rules, shared with triage and baselines."""
-    return _rule_for(endpoint)
+    rule can: the one source of exact rules, shared with triage and baselines. A host rule
+    when the trace saw ``names`` resolve to the address, as for the suggested rules."""
+    found = _rule_for(endpoint)
+    if names and isinstance(found, tuple):
+        return _host_rule(names, endpoint) or found
+    return found
 
 
 def printable(text: str) -> str:
