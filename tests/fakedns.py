@@ -25,6 +25,9 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 
+if __name__ != "__main__":  # run as a script (the server), it has the stdlib only
+    from tests.netns import tool
+
 Zone = Mapping[str, Sequence[str]]
 
 #: The names the tests and the fixture logs use.
@@ -66,17 +69,8 @@ def unavailable_reason() -> str:
     """Why the namespace cannot be made here ("" when it can): it needs root for the mount."""
     if os.geteuid() != 0:
         return "a fake DNS server needs root (mount --bind in a private mount namespace)"
-    missing = [tool for tool in ("unshare", "ip", "mount") if _tool(tool) is None]
+    missing = [name for name in ("unshare", "ip", "mount") if tool(name) is None]
     return f"needs {', '.join(missing)}" if missing else ""
-
-
-def _tool(name: str) -> str | None:
-    found = shutil.which(name)
-    for folder in ("/usr/sbin", "/sbin", "/usr/bin", "/bin"):
-        candidate = os.path.join(folder, name)
-        if found is None and os.access(candidate, os.X_OK):
-            found = candidate
-    return found
 
 
 class FakeDns:
@@ -97,7 +91,7 @@ class FakeDns:
 
     def wrap(self, argv: Sequence[str]) -> list[str]:
         """``argv`` run inside the namespace with the server answering."""
-        unshare = _tool("unshare") or "unshare"
+        unshare = tool("unshare") or "unshare"
         return [
             unshare, "-n", "-m", "/bin/sh", "-c", _SCRIPT, "fakedns",
             self.dir, sys.executable, os.path.abspath(__file__), *argv,

@@ -33,7 +33,8 @@ class NetnsUnavailable(RuntimeError):
     """No private network namespace can be made here; the message says why."""
 
 
-def _tool(name: str) -> str | None:
+def tool(name: str) -> str | None:
+    """The path of a system tool, also found in the sbin folders a non-login PATH may lack."""
     found = shutil.which(name)
     for folder in ("/usr/sbin", "/sbin", "/usr/bin", "/bin"):
         candidate = os.path.join(folder, name)
@@ -45,7 +46,7 @@ def _tool(name: str) -> str | None:
 @functools.cache
 def _probe() -> tuple[tuple[str, ...], str]:
     """The command prefix that works here, or () and the reason none does."""
-    unshare, ip, cat = _tool("unshare"), _tool("ip"), _tool("cat")
+    unshare, ip, cat = tool("unshare"), tool("ip"), tool("cat")
     if unshare is None or ip is None or cat is None:
         return (), "needs unshare (util-linux), ip (iproute2) and cat"
     script = f'{ip} link set lo up && exec "$@"'
