@@ -20,6 +20,7 @@ import pytest
 from netaudit.errors import EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_NO_TRACER, EXIT_VIOLATIONS
 from tests.conftest import TinyTmpfs
 from tests.netns import Netns
+from tests.processes import alive
 from tests.runner import netaudit
 
 pytestmark = pytest.mark.strace
@@ -229,15 +230,6 @@ def test_an_interrupted_run_ends_the_tree_and_removes_its_files(
     assert list(scratch.iterdir()) == []
     for pid in pids:
         assert not alive(pid), f"pid {pid} was left running"
-
-
-def alive(pid: int) -> bool:
-    """Running, not merely a zombie waiting for init to reap it."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.parametrize("touch_log", [False, True], ids=["no-log", "empty-log"])

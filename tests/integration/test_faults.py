@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from netaudit.errors import EXIT_INCOMPLETE, EXIT_VIOLATIONS
+from tests.processes import STUBBORN_DAEMON, alive
 
 pytestmark = pytest.mark.strace
 
@@ -34,15 +35,6 @@ def udp(addr, port=53):
     s.connect_ex((addr, port))
     s.close()
 """
-
-
-def alive(pid: int) -> bool:
-    """Running, not merely a zombie waiting for init to reap it."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def wait_for(path: Path, proc: subprocess.Popen[str]) -> str:
@@ -125,19 +117,6 @@ def test_a_command_that_writes_into_its_trace_fails_the_audit(tmp_path: Path) ->
     assert "that strace did not write" in done.stderr
 
 
-DAEMON = """
-import errno, os, signal, socket, sys, time
-signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stubborn: only SIGKILL ends it
-out = open(sys.argv[1], "a", buffering=1)
-out.write(f"{os.getpid()}\\n")
-while True:
-    s = socket.socket()
-    out.write(f"{s.connect_ex(('127.0.0.1', 1))}\\n")
-    s.close()
-    time.sleep(0.01)
-"""
-
-
 def test_a_daemon_is_ended_before_strace_so_it_never_runs_with_failing_syscalls(
     tmp_path: Path,
 ) -> None:
@@ -147,7 +126,7 @@ def test_a_daemon_is_ended_before_strace_so_it_never_runs_with_failing_syscalls(
     errnos = tmp_path / "errnos"
     code = (
         "import subprocess, sys\n"
-        f"subprocess.Popen([sys.executable, '-c', {DAEMON!r}, {str(errnos)!r}],"
+        f"subprocess.Popen([sys.executable, '-c', {STUBBORN_DAEMON!r}, {str(errnos)!r}],"
         " start_new_session=True)\n"
         "import os, time\n"
         f"path = {str(errnos)!r}\n"

@@ -26,6 +26,7 @@ import pytest
 from netaudit.errors import CommandError, TraceError
 from netaudit.trace import SHIM_TAG, TracedRun, Tracer
 from tests.netns import Netns
+from tests.processes import FD_LISTER
 
 PY = sys.executable
 
@@ -128,16 +129,8 @@ def test_connect_to_an_external_address_is_in_the_log(netns: Netns) -> None:
 
 @pytest.mark.strace
 def test_the_tracee_has_no_descriptor_to_the_log(tracer: Tracer, capfd: Any) -> None:
-    code = (
-        "import json, os\n"
-        "fds = {}\n"
-        "for fd in os.listdir('/proc/self/fd'):\n"
-        "    try: fds[fd] = os.readlink('/proc/self/fd/' + fd)\n"
-        "    except OSError: pass\n"
-        "print(json.dumps(fds))\n"
-    )
     with TracedRun(tracer) as traced:
-        assert traced.run(python(code)) == 0
+        assert traced.run(python(FD_LISTER)) == 0
         private = os.path.dirname(traced.log_path)
     fds = json.loads(capfd.readouterr().out)
     assert set(fds) <= {"0", "1", "2", "3"}  # 3: listdir's own descriptor, now closed

@@ -26,6 +26,7 @@ from tests import runner
 from tests.conftest import TinyTmpfs
 from tests.integration.test_hazards import build
 from tests.plugin.test_tracing import UDP, end, netaudit_dirs, start_time, still_running
+from tests.processes import FD_LISTER, STUBBORN_DAEMON
 from tests.runner import pytest_run
 
 pytestmark = pytest.mark.strace
@@ -210,19 +211,6 @@ def test_cuts():
     assert netaudit_dirs(tmpdir) == []
 
 
-STUBBORN_DAEMON = """
-import os, signal, socket, sys, time
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
-out = open(sys.argv[1], "a", buffering=1)
-out.write(f"{os.getpid()}\\n")
-while True:
-    s = socket.socket()
-    out.write(f"{s.connect_ex(('127.0.0.1', 1))}\\n")
-    s.close()
-    time.sleep(0.01)
-"""
-
-
 def test_a_daemon_left_running_is_reported_and_ended_and_never_runs_untraced(
     pytester: pytest.Pytester, tracer: Tracer
 ) -> None:
@@ -341,20 +329,12 @@ def test_no_descriptor_of_a_test_or_its_subprocess_reaches_the_trace(
     pytester: pytest.Pytester, tracer: Tracer
 ) -> None:
     _, env = tmp_env(pytester)
-    lister = (
-        "import json, os\n"
-        "fds = {}\n"
-        "for fd in os.listdir('/proc/self/fd'):\n"
-        "    try: fds[fd] = os.readlink('/proc/self/fd/' + fd)\n"
-        "    except OSError: pass\n"
-        "print(json.dumps(fds))\n"
-    )
     pytester.makepyfile(
         test_fds=f"""
 import subprocess, sys
 from pathlib import Path
 
-LISTER = {lister!r}
+LISTER = {FD_LISTER!r}
 
 def test_lists_descriptors(capsys):
     exec(LISTER)
