@@ -15,12 +15,21 @@ from tests.netns import Netns
 
 
 def netaudit(
-    *args: str, cwd: Path, netns: Netns | None = None, timeout: float = 120
+    *args: str,
+    cwd: Path,
+    netns: Netns | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
     """``python -m netaudit ARGS`` in ``cwd``; inside a private network namespace if given."""
     argv = [sys.executable, "-m", "netaudit", *args]
     return subprocess.run(
-        netns(argv) if netns else argv, cwd=cwd, capture_output=True, text=True, timeout=timeout
+        netns(argv) if netns else argv,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=None if env is None else dict(env),
     )
 
 

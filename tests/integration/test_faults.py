@@ -22,6 +22,7 @@ import pytest
 
 from netaudit.errors import EXIT_INCOMPLETE, EXIT_VIOLATIONS
 from tests.processes import STUBBORN_DAEMON, alive
+from tests.runner import netaudit
 
 pytestmark = pytest.mark.strace
 
@@ -88,10 +89,7 @@ def test_a_command_that_cuts_its_trace_short_fails_the_audit(tmp_path: Path) -> 
         f"os.truncate(glob.glob({str(scratch)!r} + '/netaudit-*/trace.log')[0], 0)\n"
         "udp('192.0.2.33')\n"
     )
-    done = subprocess.run(
-        [PY, "-m", "netaudit", "run", "--", PY, "-c", code],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    done = netaudit("run", "--", PY, "-c", code, cwd=tmp_path, env=env)
     assert done.returncode == EXIT_INCOMPLETE, done.stderr
     assert "netaudit: audit incomplete: the trace holds 1 line(s) that strace did not write" in (
         done.stderr
@@ -109,10 +107,7 @@ def test_a_command_that_writes_into_its_trace_fails_the_audit(tmp_path: Path) ->
         "with open(log, 'r+b') as f:\n"  # overwrite the start: the shim's exec and more
         "    f.write(b'not a trace\\n')\n"
     )
-    done = subprocess.run(
-        [PY, "-m", "netaudit", "run", "--", PY, "-c", code],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    done = netaudit("run", "--", PY, "-c", code, cwd=tmp_path, env=env)
     assert done.returncode == EXIT_INCOMPLETE, done.stderr
     assert "that strace did not write" in done.stderr
 
@@ -133,10 +128,7 @@ def test_a_daemon_is_ended_before_strace_so_it_never_runs_with_failing_syscalls(
         "while not os.path.exists(path) or len(open(path).read().split()) < 3:\n"
         "    time.sleep(0.01)\n"
     )
-    done = subprocess.run(
-        [PY, "-m", "netaudit", "run", "--", PY, "-c", code],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = netaudit("run", "--", PY, "-c", code, cwd=tmp_path, env=env)
     daemon, *results = (int(word) for word in errnos.read_text().split())
     assert done.returncode == 0, done.stderr
     assert f"the command left processes running; they were ended: {daemon}" in done.stderr
@@ -202,10 +194,7 @@ def test_lines_that_look_like_strace_output_can_neither_forge_nor_hide_a_call(
     tmp_path: Path,
 ) -> None:
     scratch, env = private_tmp(tmp_path)
-    done = subprocess.run(
-        [PY, "-m", "netaudit", "run", "--report", "r.json", "--", PY, "-c", FORGER],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    done = netaudit("run", "--report", "r.json", "--", PY, "-c", FORGER, cwd=tmp_path, env=env)
     assert "203.0.113.66" in done.stdout  # the forged lines were written
     assert done.returncode == EXIT_VIOLATIONS, done.stderr
     report: dict[str, Any] = json.loads((tmp_path / "r.json").read_text())
