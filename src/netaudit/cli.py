@@ -76,7 +76,6 @@ def _parser() -> argparse.ArgumentParser:
         "incomplete audit, 102 when strace cannot trace here, 103 for an invalid allowlist.",
     )
     _add_report_options(run)
-    run.add_argument("--strace", metavar="PATH", help="the strace to use (default: from PATH)")
     run.add_argument(
         "--names",
         action="store_true",
@@ -92,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
         "deny: io_uring_setup fails with ENOSYS, so programs fall back to plain sockets "
         "(default: [tool.netaudit] io_uring, else report)",
     )
-    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command")
+    _add_command_options(run)
     run.set_defaults(handler=_run)
 
     analyze = commands.add_parser(
@@ -131,12 +130,7 @@ def _parser() -> argparse.ArgumentParser:
         "destinations, 2 an unreadable report or an unknown schema version.",
     )
     triage.add_argument("reports", nargs="+", metavar="REPORT", help="JSON reports")
-    triage.add_argument(
-        "--allowlist",
-        metavar="FILE",
-        help="judge the reports again with this allowlist and leave out what it allows "
-        "(default: each report's own verdicts)",
-    )
+    _add_review_allowlist(triage, "default: each report's own verdicts")
     triage.add_argument("--format", choices=("yaml", "json"), default="yaml")
     triage.set_defaults(handler=_triage)
 
@@ -152,15 +146,12 @@ def _parser() -> argparse.ArgumentParser:
         "--from", dest="reports", action="append", default=[], metavar="REPORT",
         help="a JSON report of the run (repeat for several)",
     )  # fmt: skip
-    baseline.add_argument(
-        "--allowlist", metavar="FILE", help="leave out what this allowlist already allows"
-    )
+    _add_review_allowlist(baseline, "default: resolved as for run")
     baseline.add_argument(
         "-o", "--output", metavar="FILE", help="write the allowlist to FILE (default: stdout)"
     )
     baseline.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
-    baseline.add_argument("--strace", metavar="PATH", help="the strace to use (default: from PATH)")
-    baseline.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command")
+    _add_command_options(baseline)
     baseline.set_defaults(handler=_baseline)
     return parser
 
@@ -188,6 +179,19 @@ def _add_report_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="print allowlist rules that would allow what was violated",
+    )
+
+
+def _add_command_options(parser: argparse.ArgumentParser) -> None:
+    """The command to run under strace, and which strace: for `run` and `baseline -- CMD`."""
+    parser.add_argument("--strace", metavar="PATH", help="the strace to use (default: from PATH)")
+    parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command")
+
+
+def _add_review_allowlist(parser: argparse.ArgumentParser, note: str) -> None:
+    """--allowlist for `triage` and `baseline`, which list only what it does not allow."""
+    parser.add_argument(
+        "--allowlist", metavar="FILE", help=f"leave out what this allowlist allows ({note})"
     )
 
 
