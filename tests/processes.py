@@ -6,6 +6,12 @@ check the same behaviour through the two front ends.
 
 from __future__ import annotations
 
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
 #: A daemon that ignores SIGTERM, so only SIGKILL ends it. ``argv[1]`` is a file it appends
 #: to: its pid first, then the errno of a loopback connect() every 10 ms (ECONNREFUSED while
 #: strace traces it; ENOSYS if it outlived strace's --seccomp-bpf filter).
@@ -30,6 +36,26 @@ FD_LISTER = (
     "    except OSError: pass\n"
     "print(json.dumps(fds))\n"
 )
+
+
+def sleeping_tree(pidfile: Path) -> str:
+    """A program that starts a child, writes its own pid and the child's to ``pidfile`` (one
+    line), and sleeps: a process tree for a test to interrupt, or to watch being ended."""
+    return (
+        "import os, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pidfile)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}\\n')\n"
+        "time.sleep(60)\n"
+    )
+
+
+def wait_for(path: Path, proc: subprocess.Popen[str]) -> str:
+    """The content of a file the traced program writes, once it is there (or the run ended)."""
+    while not (path.exists() and path.read_text().endswith("\n")):
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended early: {proc.communicate()}")
+        time.sleep(0.02)
+    return path.read_text()
 
 
 def alive(pid: int) -> bool:

@@ -3,10 +3,11 @@ process of its own, with its output captured."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -22,15 +23,7 @@ def netaudit(
     timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
     """``python -m netaudit ARGS`` in ``cwd``; inside a private network namespace if given."""
-    argv = [sys.executable, "-m", "netaudit", *args]
-    return subprocess.run(
-        netns(argv) if netns else argv,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=None if env is None else dict(env),
-    )
+    return _run([sys.executable, "-m", "netaudit", *args], cwd, netns, env, timeout)
 
 
 #: Where pytest_run runs when no namespace is given: tests/plugin sets the private network
@@ -49,19 +42,36 @@ def pytest_run(
     (the plugin loads from its entry point); inside a private network namespace if given,
     else in DEFAULT_NETNS."""
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
-    netns = netns or DEFAULT_NETNS
     started = time.monotonic()
-    done = subprocess.run(
+    done = _run(argv, cwd, netns or DEFAULT_NETNS, env, timeout)
+    return pytest.RunResult(
+        done.returncode,
+        done.stdout.splitlines(),
+        done.stderr.splitlines(),
+        time.monotonic() - started,
+    )
+
+
+def private_tmp(folder: Path) -> tuple[Path, dict[str, str]]:
+    """A TMPDIR of the test's own (``folder/tmp``) and an environment naming it: netaudit's
+    private dir goes there, so whatever a run leaves behind shows."""
+    scratch = folder / "tmp"
+    scratch.mkdir()
+    return scratch, {**os.environ, "TMPDIR": str(scratch)}
+
+
+def _run(
+    argv: Sequence[str],
+    cwd: Path,
+    netns: Netns | None,
+    env: Mapping[str, str] | None,
+    timeout: float,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         netns(argv) if netns else argv,
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
         env=None if env is None else dict(env),
-    )
-    return pytest.RunResult(
-        done.returncode,
-        done.stdout.splitlines(),
-        done.stderr.splitlines(),
-        time.monotonic() - started,
     )

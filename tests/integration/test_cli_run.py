@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,8 @@ import pytest
 from netaudit.errors import EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_NO_TRACER, EXIT_VIOLATIONS
 from tests.conftest import TinyTmpfs
 from tests.netns import Netns
-from tests.processes import alive
-from tests.runner import netaudit
+from tests.processes import alive, sleeping_tree, wait_for
+from tests.runner import netaudit, private_tmp
 
 pytestmark = pytest.mark.strace
 
@@ -204,26 +203,16 @@ def test_suggested_rules_allow_exactly_what_the_run_violated(netns: Netns, tmp_p
 def test_an_interrupted_run_ends_the_tree_and_removes_its_files(
     tmp_path: Path, signum: int, status: int
 ) -> None:
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
+    scratch, env = private_tmp(tmp_path)
     pidfile = tmp_path / "pid"
-    code = (
-        "import os, subprocess, sys, time\n"
-        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-        f"open({str(pidfile)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}')\n"
-        "time.sleep(60)\n"
-    )
     proc = subprocess.Popen(
-        [PY, "-m", "netaudit", "run", "--", PY, "-c", code],
+        [PY, "-m", "netaudit", "run", "--", PY, "-c", sleeping_tree(pidfile)],
         cwd=tmp_path,
-        env={**os.environ, "TMPDIR": str(scratch)},
+        env=env,
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 30
-    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    pids = [int(pid) for pid in pidfile.read_text().split()]
+    pids = [int(pid) for pid in wait_for(pidfile, proc).split()]
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == status, stderr

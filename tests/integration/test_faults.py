@@ -14,15 +14,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from netaudit.errors import EXIT_INCOMPLETE, EXIT_VIOLATIONS
-from tests.processes import STUBBORN_DAEMON, alive
-from tests.runner import netaudit
+from tests.processes import STUBBORN_DAEMON, alive, sleeping_tree, wait_for
+from tests.runner import netaudit, private_tmp
 
 pytestmark = pytest.mark.strace
 
@@ -38,33 +37,11 @@ def udp(addr, port=53):
 """
 
 
-def wait_for(path: Path, proc: subprocess.Popen[str]) -> str:
-    """The content of a file the traced program writes, once it is there (or the run ended)."""
-    while not (path.exists() and path.read_text().endswith("\n")):
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended early: {proc.communicate()}")
-        time.sleep(0.02)
-    return path.read_text()
-
-
-def private_tmp(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """A TMPDIR of the test's own: netaudit's private dir goes there, so what is left shows."""
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    return scratch, {**os.environ, "TMPDIR": str(scratch)}
-
-
 def test_strace_killed_from_outside_fails_the_audit_and_ends_the_tree(tmp_path: Path) -> None:
     scratch, env = private_tmp(tmp_path)
     pidfile = tmp_path / "pid"
-    code = (
-        "import os, subprocess, sys, time\n"
-        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-        f"open({str(pidfile)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}\\n')\n"
-        "time.sleep(60)\n"
-    )
     proc = subprocess.Popen(
-        [PY, "-m", "netaudit", "run", "--", PY, "-c", code],
+        [PY, "-m", "netaudit", "run", "--", PY, "-c", sleeping_tree(pidfile)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     pids = [int(pid) for pid in wait_for(pidfile, proc).split()]
