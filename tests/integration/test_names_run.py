@@ -5,7 +5,6 @@ documentation address, where a connect fails at once with ENETUNREACH: nothing l
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from netaudit.errors import EXIT_VIOLATIONS
 from netaudit.rules import RESOLVED
 from tests.fakedns import FakeDns
+from tests.runner import netaudit
 
 pytestmark = pytest.mark.strace
 
@@ -33,9 +33,8 @@ def run(fake_dns: FakeDns, tmp_path: Path, *flags: str) -> tuple[int, str, str]:
     """The exit status, the command's output, and netaudit's report (on stderr)."""
     allowlist = tmp_path / "netaudit.yaml"
     allowlist.write_text(ALLOWLIST, encoding="utf-8")
-    argv = [sys.executable, "-m", "netaudit", "run", *flags, "--", sys.executable, str(PROGRAM)]
-    done = subprocess.run(
-        fake_dns.wrap(argv), cwd=tmp_path, capture_output=True, text=True, timeout=120
+    done = netaudit(
+        "run", *flags, "--", sys.executable, str(PROGRAM), cwd=tmp_path, netns=fake_dns.wrap
     )
     return done.returncode, done.stdout, done.stderr
 
