@@ -192,9 +192,13 @@ def test_strace_kept_on_one_cpu_and_reniced_leaves_the_command_as_it_was(
     if len(cpus) < 2:
         pytest.skip("needs two CPUs to tell one from all")
     nice = os.getpriority(os.PRIO_PROCESS, 0)
+    # strace is pinned and reniced just after it starts: the command waits (at most 10 s) to
+    # see its parent on one CPU before it reads the parent's priority.
     code = (
-        "import os; p = os.getppid(); print(sorted(os.sched_getaffinity(0)),"
-        " os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(p)),"
+        "import os, time; p = os.getppid(); mine = sorted(os.sched_getaffinity(0)),"
+        " os.getpriority(os.PRIO_PROCESS, 0); end = time.monotonic() + 10\n"
+        "while len(os.sched_getaffinity(p)) > 1 and time.monotonic() < end: time.sleep(0.01)\n"
+        "time.sleep(0.05); print(*mine, sorted(os.sched_getaffinity(p)),"
         " os.getpriority(os.PRIO_PROCESS, p))"
     )
     with TracedRun(tracer, strace_cpu=cpus[-1], strace_nice=nice - 5) as traced:
