@@ -23,10 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import netns, real
 
+#: A run that takes longer than this is stopped; its tests that never ran show as missing.
+TIMEOUT = 900.0
+
 
 def outcomes(junit: Path) -> dict[str, str]:
     """test id -> passed, failed, error or skipped (xfail counts as skipped, as junit says)."""
     result: dict[str, str] = {}
+    if not junit.exists():
+        return result
     for case in ET.parse(junit).iter("testcase"):
         key = f"{case.get('classname', '')}::{case.get('name', '')}"
         tags = {child.tag for child in case}
@@ -49,9 +54,19 @@ def run(suite: real.Suite, audited: bool, junit: Path) -> int:
     argv = [suite.python("ours"), "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin,
             f"--junitxml={junit}", *suite.pytest_args("ours")]  # fmt: skip
     with open(junit.with_suffix(".out"), "w") as out:
-        return subprocess.run(
-            argv, cwd=suite.source, stdout=out, stderr=subprocess.STDOUT
-        ).returncode
+        proc = subprocess.Popen(argv, cwd=suite.source, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            return proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            # SIGTERM: pytest --netaudit forwards it and ends the traced tree (a SIGKILL
+            # would leave strace and the tree behind).
+            print(f"  timed out after {TIMEOUT:.0f} s: stopping it", flush=True)
+            proc.terminate()
+            try:
+                return proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                return proc.wait()
 
 
 def compare(suite: real.Suite, scratch: Path) -> int:

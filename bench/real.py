@@ -53,7 +53,12 @@ URLLIB3 = Suite(
     ("anyio[trio]", "h2", "httpx", "hypercorn", "pysocks", "pytest-socket", "pytest-timeout",
      "quart", "quart-trio", "trio", "cryptography", "idna", "pyopenssl", "trustme", "brotli",
      "zstandard"),
-    ("test",),
+    # Left out: a race in the test itself. Its connect callback asserts, outside the try that
+    # releases urllib3's HTTP/2 probe lock, that no pool thread is reused; in a namespace the
+    # tarpit address fails at once, threads are reused, and then the lock stays held: the
+    # test fails, or (seen 2 times in 8 traced, 0 in 8 untraced) its other threads wait
+    # for that lock forever and the session hangs.
+    ("test", "-k", "not test_http2_probe_blocked_per_thread"),
 )  # fmt: skip
 TRIO = Suite(
     "trio",
