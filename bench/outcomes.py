@@ -12,6 +12,7 @@ apart; any other difference is netaudit's doing and makes this command exit 1.
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from bench import netns, real
 
 #: A run that takes longer than this is stopped; its tests that never ran show as missing.
 TIMEOUT = 900.0
+_HEADER = re.compile(r"netaudit: (?:[0-9]+ violations? detected|no violations)")
 
 
 def outcomes(junit: Path) -> dict[str, str]:
@@ -69,6 +71,17 @@ def run(suite: real.Suite, audited: bool, junit: Path) -> int:
                 return proc.wait()
 
 
+def _report(output: str) -> list[str]:
+    """netaudit's block of the session's output: what the suite reached that the built-in
+    rules do not allow (its violations do not change any test's outcome)."""
+    lines = output.splitlines()
+    for start, line in enumerate(lines):
+        if _HEADER.search(line):
+            end = next((i for i in range(start + 2, len(lines)) if lines[i].startswith("==")), -1)
+            return [line for line in lines[start:end] if line.strip() and "===" not in line]
+    return [line for line in lines if line.startswith("netaudit:")]
+
+
 def compare(suite: real.Suite, scratch: Path) -> int:
     """Prints every difference; returns how many are not explained by flakiness."""
     print(f"\n{suite.sdist}: running untraced, audited, untraced", flush=True)
@@ -81,10 +94,8 @@ def compare(suite: real.Suite, scratch: Path) -> int:
         summary = ", ".join(f"{counts[k]} {k}" for k in ("passed", "failed", "error", "skipped"))
         print(f"  {label:<15} exit {status:>3}: {len(runs[label])} tests: {summary}", flush=True)
         if audited:
-            report = junit.with_suffix(".out").read_text(errors="replace")
-            for line in report.splitlines():
-                if line.startswith("netaudit:") or "violation" in line:
-                    print(f"    | {line}")
+            for line in _report(junit.with_suffix(".out").read_text(errors="replace")):
+                print(f"    | {line}")
     first, audited_run, again = runs["untraced"], runs["audited"], runs["untraced again"]
     unexplained = 0
     for test in sorted(set(first) | set(audited_run) | set(again)):
