@@ -19,12 +19,15 @@ nothing any of them does can leave the machine. Sections:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,21 +61,45 @@ COMMANDS = {
 }
 
 
+#: Seconds after which a run is ended, and the status it is then shown with.
+TIMEOUT = 600.0
+TIMED_OUT = -1000
+
+
+def _end(pid: int) -> None:
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGTERM)
+    time.sleep(15)
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 #: The highest peak RSS (KiB) each command line reached.
 PEAK_RSS: dict[tuple[str, ...], int] = {}
 
 
 def measure(argv: Sequence[str], cwd: str | None = None) -> tuple[float, float, int]:
     """Wall time and CPU time (user + system, the whole tree) in seconds, and the exit status
-    of one run (output discarded). CPU time is the steadier figure on a busy machine."""
+    of one run (output discarded). CPU time is the steadier figure on a busy machine.
+
+    Each run has a session of its own, as strace has under ``pytest --netaudit``. A run that
+    takes longer than TIMEOUT is ended (SIGTERM, which pytest --netaudit forwards to its
+    traced tree, then SIGKILL to the group) and its status shows as "timeout"."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
+    timer = threading.Timer(TIMEOUT, _end, (proc.pid,))
+    timer.start()
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
+    timer.cancel()
     proc.returncode = os.waitstatus_to_exitcode(status)
+    if elapsed >= TIMEOUT:
+        proc.returncode = TIMED_OUT
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
     PEAK_RSS[tuple(argv)] = max(PEAK_RSS.get(tuple(argv), 0), usage.ru_maxrss)
     return elapsed, usage.ru_utime + usage.ru_stime, proc.returncode
 
@@ -113,7 +140,8 @@ def table(title: str, results: dict[str, list[tuple[float, float, int]]]) -> Non
     for name, median in medians.items():
         cols = [f"{median / medians[base]:.3f}x" if base in medians else "-"
                 for base in (UNTRACED, FLOOR, PEER)]  # fmt: skip
-        codes = ",".join(str(c) for c in sorted({rc for _, _, rc in results[name]}))
+        seen = sorted({rc for _, _, rc in results[name]})
+        codes = ",".join("timeout" if c == TIMED_OUT else str(c) for c in seen)
         print(
             f"  {name:<20} {median:>8.3f}s {cols[0]:>12} {cols[1]:>9} {cols[2]:>17} "
             f"{cpu[name]:>7.2f}s {cpu[name] / cpu[UNTRACED]:>15.3f}x {codes:>6}"
