@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 ENV_INSIDE = "NETAUDIT_BENCH_NETNS"
@@ -25,3 +26,13 @@ def reenter() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvp(argv[0], argv)
+
+
+def default_signals() -> None:
+    """A shell starts a background job with SIGINT and SIGQUIT ignored, and every suite would
+    inherit that (trio's REPL tests then wait forever for a KeyboardInterrupt): the suites
+    run with the dispositions a terminal gives them."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGQUIT) is signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)

@@ -114,6 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", action="append", choices=sorted(real.SUITES))
     args = parser.parse_args()
+    netns.default_signals()
     chosen = [real.SUITES[name] for name in (args.suite or sorted(real.SUITES))]
     if not netns.inside():  # installs need the network: before the namespace
         for suite in chosen:

@@ -243,6 +243,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--no-peer", action="store_true", help="leave out the PyPI netaudit")
     args = parser.parse_args()
+    netns.default_signals()
     chosen = DEFAULT if args.only is None else tuple(args.only.split(","))
     unknown = [name for name in chosen if name not in SECTIONS]
     if unknown:
