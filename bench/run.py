@@ -1,183 +1,287 @@
-"""netaudit's benchmark: one command, variants measured side by side in one run.
+"""netaudit's benchmark: one command, every variant side by side in one run.
 
-    .venv/bin/python bench/run.py [--rounds N] [--events N] [--no-peer] [--peer-run]
+    ./scripts/bench [--only SECTION,...] [--rounds N] [--real-rounds N] [--events N] [--no-peer]
+                    [--names]
 
-Workloads run untraced, under raw strace with netaudit's trace set (the floor) and under
-`netaudit run`; with --peer-run also under the PyPI netaudit 0.6.1 (installed into
-bench/.work/peer), which traces without seccomp-bpf and takes minutes on these workloads.
-The variants alternate within each round; the tables show medians and ratios, never one time.
-Then `netaudit analyze` judges generated 1,000,000-event logs, ours and the peer's side by side
-on a log in the form the peer reads: time and peak memory.
+Each pytest suite runs as plain ``pytest`` (untraced), under raw ``strace -f --seccomp-bpf``
+with netaudit's own trace set (the floor: what tracing itself costs), as ``pytest --netaudit``
+(ours) and as ``pytest --netaudit`` with the PyPI netaudit 0.6.1 (in a scratch venv of its
+own). The variants alternate within each round; the tables give medians and ratios, never
+one time. Every suite runs inside a private network namespace (``unshare -n``, only ``lo``):
+nothing any of them does can leave the machine. Sections:
+
+  synthetic, syscall, threadfork, send   generated suites (bench/suites.py)
+  urllib3, trio, trio-n2                 real suites from PyPI sdists (bench/real.py)
+  latency     from the end of the last test to the report, for a 10,000-event run
+  analysis    ``netaudit analyze`` of 1,000,000 events: time and peak memory
+  commands    ``netaudit run`` on plain commands (not in the default set)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-WORK = HERE / ".work"
-PEER_VERSION = "0.6.1"
 BIN = Path(sys.executable).parent
 PYTHON = str(Path(sys.executable).resolve())
 sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE.parent))
 
+from bench import netns, real, suites  # noqa: E402
 from netaudit.trace import find_tracer, strace_argv  # noqa: E402
 
-WORKLOADS = {
-    "start-up (/bin/true)": ["/bin/true"],
+PEER_VERSION = "0.6.1"
+PEER = f"netaudit {PEER_VERSION}"
+OURS = "pytest --netaudit"
+NAMED = "ours, --netaudit-names"
+UNTRACED = "untraced"
+FLOOR = "raw strace (floor)"
+GENERATED = {
+    "synthetic": "synthetic: 2,000 trivial + 200 loopback TCP tests",
+    "syscall": "syscall-heavy: 100 tests x 2,000 stat+read",
+    "threadfork": "thread/fork-heavy: 100 tests x (2 threads, fork, subprocess)",
+    "send": "send-heavy: 20,000 loopback round trips",
+}
+REAL = {"urllib3": ("urllib3", []), "trio": ("trio", []), "trio-n2": ("trio", ["-n", "2"])}
+DEFAULT = (*GENERATED, *REAL, "latency", "analysis")
+SECTIONS = (*DEFAULT, "commands")
+COMMANDS = {
     "syscall-heavy": [PYTHON, str(HERE / "workloads" / "syscall_heavy.py")],
     "thread/fork-heavy": [PYTHON, str(HERE / "workloads" / "thread_fork_heavy.py")],
 }
 
 
-def peer() -> Path | None:
-    """The incumbent, in a scratch venv of its own (pinned)."""
-    exe = WORK / "peer" / "bin" / "netaudit"
-    if not exe.exists():
-        print(f"bench: installing netaudit=={PEER_VERSION} into {WORK / 'peer'}", file=sys.stderr)
-        subprocess.run([PYTHON, "-m", "venv", str(WORK / "peer")], check=True)
-        installed = subprocess.run(
-            [str(WORK / "peer" / "bin" / "pip"), "install", "-q", f"netaudit=={PEER_VERSION}"],
-            check=False,
-        )
-        if installed.returncode != 0:
-            print("bench: could not install the peer; its columns stay empty", file=sys.stderr)
-            return None
-    return exe
+#: Seconds after which a run is ended, and the status it is then shown with.
+TIMEOUT = 600.0
+TIMED_OUT = -1000
 
 
-def measure(argv: Sequence[str]) -> tuple[float, int]:
-    """Wall time in seconds and peak RSS in KiB of one run (output discarded)."""
-    quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_WRONLY, 0) for fd in (1, 2)]
+def _end(pid: int) -> None:
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGTERM)
+    time.sleep(15)
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+#: The highest peak RSS (KiB) each command line reached.
+PEAK_RSS: dict[tuple[str, ...], int] = {}
+
+
+def measure(argv: Sequence[str], cwd: str | None = None) -> tuple[float, float, int]:
+    """Wall time and CPU time (user + system, the whole tree) in seconds, and the exit status
+    of one run (output discarded). CPU time is the steadier figure on a busy machine.
+
+    Each run has a session of its own, as strace has under ``pytest --netaudit``. A run that
+    takes longer than TIMEOUT is ended (SIGTERM, which pytest --netaudit forwards to its
+    traced tree, then SIGKILL to the group) and its status shows as "timeout"."""
     start = time.perf_counter()
-    pid = os.posix_spawnp(argv[0], list(argv), dict(os.environ), file_actions=quiet)
-    _, _, usage = os.wait4(pid, 0)
-    return time.perf_counter() - start, usage.ru_maxrss
+    proc = subprocess.Popen(
+        argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    timer = threading.Timer(TIMEOUT, _end, (proc.pid,))
+    timer.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if elapsed >= TIMEOUT:
+        proc.returncode = TIMED_OUT
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    PEAK_RSS[tuple(argv)] = max(PEAK_RSS.get(tuple(argv), 0), usage.ru_maxrss)
+    return elapsed, usage.ru_utime + usage.ru_stime, proc.returncode
 
 
-def variants(command: list[str], peer_exe: Path | None, log: str) -> dict[str, list[str]]:
-    out = {
-        "untraced": command,
-        "raw strace (floor)": strace_argv(find_tracer(), log, command),  # the very same flags
-        "netaudit run": [str(BIN / "netaudit"), "run", "--", *command],
+def pytest_variants(
+    python: str, peer_python: str | None, args: Sequence[str], log: str, names: bool = False
+) -> dict[str, list[str]]:
+    plain = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    untraced = [*plain, "-p", "no:netaudit", *args]
+    runs = {
+        UNTRACED: untraced,
+        FLOOR: strace_argv(find_tracer(), log, untraced),  # the very flags netaudit uses
+        OURS: [*plain, "--netaudit", *args],
     }
-    if peer_exe is not None:
-        out[f"netaudit {PEER_VERSION} run"] = [str(peer_exe), "run", "--", *command]
-    return out
+    if names:  # what reading DNS costs (issue 6): recvfrom/recvmsg traced, -yy -x -s 512
+        runs[NAMED] = [*plain, "--netaudit", "--netaudit-names", *args]
+    if peer_python is not None:
+        runs[PEER] = [peer_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--netaudit",
+                      *args]  # fmt: skip
+    return runs
 
 
-def table(title: str, times: dict[str, list[float]], base: str, peer_key: str | None) -> None:
-    print(f"\n{title}")
-    print(f"  {'variant':<24} {'median':>9} {'vs untraced':>12} {'vs ' + (peer_key or 'peer'):>22}")
-    medians = {name: statistics.median(ts) for name, ts in times.items()}
+def alternate(
+    runs: dict[str, list[str]], rounds: int, cwd: str | None = None
+) -> dict[str, list[tuple[float, float, int]]]:
+    results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in runs}
+    measure(runs[UNTRACED], cwd)  # warm the page cache
+    for _ in range(rounds):
+        for name, argv in runs.items():
+            results[name].append(measure(argv, cwd))
+    return results
+
+
+def table(title: str, results: dict[str, list[tuple[float, float, int]]]) -> None:
+    medians = {name: statistics.median(t for t, _, _ in runs) for name, runs in results.items()}
+    cpu = {name: statistics.median(c for _, c, _ in runs) for name, runs in results.items()}
+    print(f"\n{title}", flush=True)
+    print(f"  {'variant':<20} {'median':>9} {'vs untraced':>12} {'vs floor':>9} "
+          f"{'vs ' + PEER:>17} {'CPU':>8} {'CPU vs untraced':>16} {'exit':>6}")  # fmt: skip
     for name, median in medians.items():
-        vs_base = f"{median / medians[base]:.3f}x"
-        vs_peer = f"{median / medians[peer_key]:.3f}x" if peer_key in medians else "-"
-        print(f"  {name:<24} {median:>8.3f}s {vs_base:>12} {vs_peer:>22}")
+        cols = [f"{median / medians[base]:.3f}x" if base in medians else "-"
+                for base in (UNTRACED, FLOOR, PEER)]  # fmt: skip
+        seen = sorted({rc for _, _, rc in results[name]})
+        codes = ",".join("timeout" if c == TIMED_OUT else str(c) for c in seen)
+        print(
+            f"  {name:<20} {median:>8.3f}s {cols[0]:>12} {cols[1]:>9} {cols[2]:>17} "
+            f"{cpu[name]:>7.2f}s {cpu[name] / cpu[UNTRACED]:>15.3f}x {codes:>6}"
+        )
+    sys.stdout.flush()
 
 
-def run_workloads(rounds: int, peer_exe: Path | None, scratch: str) -> None:
-    for title, command in WORKLOADS.items():
-        runs = variants(command, peer_exe, os.path.join(scratch, "floor.log"))
-        times: dict[str, list[float]] = {name: [] for name in runs}
-        measure(command)  # warm the page cache
-        for _ in range(rounds):
-            for name, argv in runs.items():
-                times[name].append(measure(argv)[0])
-        peer_key = f"netaudit {PEER_VERSION} run" if peer_exe is not None else None
-        table(f"{title} ({rounds} rounds, median wall time)", times, "untraced", peer_key)
+def run_generated(
+    key: str, rounds: int, peer: str | None, scratch: Path, names: bool = False
+) -> None:
+    title = GENERATED[key]
+    make = suites.GENERATED[title]
+    folder = make(scratch / key)
+    runs = pytest_variants(sys.executable, peer, [str(folder)], str(scratch / "floor.log"), names)
+    table(f"{title} ({rounds} rounds)", alternate(runs, rounds, str(folder)))
+    shutil.rmtree(folder)
 
 
-def trivial_suite(folder: Path, tests: int = 2000) -> Path:
-    """A suite of trivial tests, 100 per module, with its own rootdir."""
-    folder.mkdir()
-    (folder / "pytest.ini").write_text("[pytest]\n")
-    for module in range(tests // 100):
-        body = "".join(f"def test_{n}():\n    pass\n\n" for n in range(100))
-        (folder / f"test_m{module}.py").write_text(body)
-    return folder
+def run_real(key: str, rounds: int, with_peer: bool, scratch: Path, names: bool = False) -> None:
+    name, extra = REAL[key]
+    suite = real.SUITES[name]
+    runs = pytest_variants(
+        suite.python("ours"),
+        suite.python("peer") if with_peer else None,
+        [*extra, *suite.pytest_args("ours")],
+        str(scratch / "floor.log"),
+        names,
+    )
+    if with_peer:
+        runs[PEER] = [*runs[PEER][: -len(suite.args)], *suite.pytest_args("peer")]
+    title = f"real: {suite.sdist} test suite{' ' + ' '.join(extra) if extra else ''}"
+    table(f"{title} ({rounds} rounds)", alternate(runs, rounds, str(suite.source)))
 
 
-def run_pytest_suites(rounds: int, scratch: str) -> None:
-    """`pytest --netaudit` against plain pytest on the same suite, with and without xdist."""
-    suite = trivial_suite(Path(scratch) / "trivial")
-    log = os.path.join(scratch, "pytest-floor.log")
-    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:netaudit"]
-    for title, extra in (("2000 trivial tests", []), ("2000 trivial tests, -n 2", ["-n", "2"])):
-        runs = {
-            "untraced": [*pytest, *extra, str(suite)],
-            "raw strace (floor)": strace_argv(find_tracer(), log, [*pytest, *extra, str(suite)]),
-            "pytest --netaudit": [*pytest[:-2], "--netaudit", *extra, str(suite)],
-        }
-        times: dict[str, list[float]] = {name: [] for name in runs}
-        measure(runs["untraced"])  # warm the page cache
-        for _ in range(rounds):
-            for name, argv in runs.items():
-                times[name].append(measure(argv)[0])
-        table(f"pytest: {title} ({rounds} rounds, median wall time)", times, "untraced", None)
+def run_latency(rounds: int, peer: str | None, scratch: Path) -> None:
+    """From the moment the last test ends to the moment pytest has printed its report and
+    exited; the untraced run shows pytest's own share of it."""
+    stamp = scratch / "last-test-ended"
+    folder = suites.events(scratch / "latency", str(stamp))
+    runs = pytest_variants(sys.executable, peer, [str(folder)], str(scratch / "floor.log"))
+    delays: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, argv in runs.items():
+            stamp.unlink(missing_ok=True)
+            measure(argv, str(folder))
+            ended = time.time()
+            last = float(stamp.read_text()) if stamp.exists() else float("nan")
+            delays[name].append(ended - last)
+    print(f"\nlatency: end of the last test to the report, 10,000 traced calls ({rounds} rounds)")
+    print(f"  {'variant':<20} {'median':>9} {'minus untraced':>15}")
+    base = statistics.median(delays[UNTRACED])
+    for name, samples in delays.items():
+        median = statistics.median(samples)
+        print(f"  {name:<20} {median:>8.3f}s {median - base:>14.3f}s")
+    sys.stdout.flush()
+    shutil.rmtree(folder)
 
 
-def run_analysis(events: int, rounds: int, peer_exe: Path | None, scratch: str) -> None:
+def run_analysis(events: int, rounds: int, peer: Path | None, scratch: Path) -> None:
     logs: dict[str, tuple[list[str], dict[str, Path | None]]] = {
-        "every kind of call, -ttt": ([], {"netaudit analyze": None}),
+        "every kind of call, -ttt": ([], {"netaudit analyze": BIN / "netaudit"}),
         "successful connects, -tt (the form 0.6.1 reads)": (
             ["--connect"],
-            {"netaudit analyze": None, f"netaudit {PEER_VERSION} analyze": peer_exe},
+            {"netaudit analyze": BIN / "netaudit", f"{PEER} analyze": peer},
         ),
     }
     for title, (flags, tools) in logs.items():
-        log = os.path.join(scratch, "events.log")
+        log = str(scratch / "events.log")
         subprocess.run([PYTHON, str(HERE / "genlog.py"), str(events), log, *flags], check=True)
         size = os.path.getsize(log) / 2**20
-        runs = {
-            name: [str(exe if exe is not None else BIN / "netaudit"), "analyze", log]
-            for name, exe in tools.items()
-            if exe is not None or name == "netaudit analyze"
-        }
-        results: dict[str, list[tuple[float, int]]] = {name: [] for name in runs}
+        runs = {name: [str(exe), "analyze", log] for name, exe in tools.items() if exe}
+        results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in runs}
         for _ in range(rounds):
             for name, argv in runs.items():
                 results[name].append(measure(argv))
         print(f"\nanalysis of {events:,} events: {title} ({size:.0f} MiB, {rounds} rounds)")
         print(f"  {'variant':<24} {'median':>9} {'peak RSS':>10} {'time vs ours':>13}")
-        ours = statistics.median(t for t, _ in results["netaudit analyze"])
+        ours = statistics.median(t for t, _, _ in results["netaudit analyze"])
         for name, samples in results.items():
-            median = statistics.median(t for t, _ in samples)
-            rss = max(r for _, r in samples) / 1024
+            median = statistics.median(t for t, _, _ in samples)
+            rss = PEAK_RSS[tuple(runs[name])] / 1024
             print(f"  {name:<24} {median:>8.2f}s {rss:>8.0f}MB {median / ours:>12.2f}x")
+        sys.stdout.flush()
         os.unlink(log)
+
+
+def run_commands(rounds: int, scratch: Path) -> None:
+    for title, command in COMMANDS.items():
+        runs = {
+            UNTRACED: command,
+            FLOOR: strace_argv(find_tracer(), str(scratch / "floor.log"), command),
+            "netaudit run": [str(BIN / "netaudit"), "run", "--", *command],
+        }
+        table(f"command: {title} ({rounds} rounds)", alternate(runs, rounds))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--only", choices=("workloads", "pytest", "analysis"), help="run one section only"
-    )
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", help=f"comma-separated sections of {','.join(SECTIONS)}")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds for the generated suites")
+    parser.add_argument("--real-rounds", type=int, default=3, help="rounds for the real suites")
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--no-peer", action="store_true", help="skip the PyPI netaudit")
+    parser.add_argument("--no-peer", action="store_true", help="leave out the PyPI netaudit")
     parser.add_argument(
-        "--peer-run", action="store_true", help="also time `run` of the PyPI netaudit (slow)"
+        "--names", action="store_true", help="also pytest --netaudit --netaudit-names (DNS names)"
     )
     args = parser.parse_args()
-    WORK.mkdir(exist_ok=True)
-    peer_exe = None if args.no_peer else peer()
-    print(f"machine: {os.uname().nodename}, {os.cpu_count()} CPUs, Linux {os.uname().release}")
-    with tempfile.TemporaryDirectory(prefix="netaudit-bench-") as scratch:
-        if args.only in (None, "workloads"):
-            run_workloads(args.rounds, peer_exe if args.peer_run else None, scratch)
-        if args.only in (None, "pytest"):
-            run_pytest_suites(args.rounds, scratch)
-        if args.only in (None, "analysis"):
-            run_analysis(args.events, max(3, args.rounds // 2), peer_exe, scratch)
+    netns.default_signals()
+    chosen = DEFAULT if args.only is None else tuple(args.only.split(","))
+    unknown = [name for name in chosen if name not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    if not netns.inside():  # installs need the network: before the namespace
+        if not args.no_peer:
+            real.peer_venv()
+        for name in {REAL[key][0] for key in chosen if key in REAL}:
+            real.ensure(real.SUITES[name], ("ours",) if args.no_peer else ("ours", "peer"))
+        print(f"machine: {os.cpu_count()} CPUs, Linux {os.uname().release}, "
+              f"Python {sys.version.split()[0]}, strace {find_tracer().version}")  # fmt: skip
+        netns.reenter()
+    peer_venv = None if args.no_peer else real.CACHE / "peer"
+    peer_python = None if peer_venv is None else str(peer_venv / "bin" / "python")
+    with tempfile.TemporaryDirectory(prefix="netaudit-bench-") as name:
+        scratch = Path(name)
+        for key in chosen:
+            if key in GENERATED:
+                run_generated(key, args.rounds, peer_python, scratch, args.names)
+            elif key in REAL:
+                run_real(key, args.real_rounds, not args.no_peer, scratch, args.names)
+            elif key == "latency":
+                run_latency(args.rounds, peer_python, scratch)
+            elif key == "analysis":
+                peer_exe = None if peer_venv is None else peer_venv / "bin" / "netaudit"
+                run_analysis(args.events, max(3, args.rounds // 2), peer_exe, scratch)
+            elif key == "commands":
+                run_commands(args.rounds, scratch)
 
 
 if __name__ == "__main__":

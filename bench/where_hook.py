@@ -21,9 +21,9 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 
-from run import measure, trivial_suite  # noqa: E402
+from bench.run import measure  # noqa: E402
 
 NET_TESTS = 200
 NETWORK = """
@@ -46,7 +46,13 @@ def _reach(n):
 
 
 def suite(scratch: Path) -> Path:
-    folder = trivial_suite(scratch / "suite")
+    """2,000 trivial tests, 100 per module, beside the network tests, with its own rootdir."""
+    folder = scratch / "suite"
+    folder.mkdir()
+    (folder / "pytest.ini").write_text("[pytest]\n")
+    trivial = "".join(f"def test_{n}():\n    pass\n\n" for n in range(100))
+    for module in range(20):
+        (folder / f"test_m{module}.py").write_text(trivial)
     tests = "".join(f"\ndef test_net_{n}():\n    _reach({n})\n" for n in range(NET_TESTS))
     (folder / "test_network.py").write_text(NETWORK + tests)
     return folder

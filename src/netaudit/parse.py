@@ -89,7 +89,8 @@ _Fast = tuple[Syscall, int, Optional[Endpoint], str]
 
 
 class _Pending(NamedTuple):
-    """A call strace split with ``<unfinished ...>``; ``args`` None marks an exec already told."""
+    """A call strace split with ``<unfinished ...>``; ``args`` None marks one whose end tells
+    nothing more (an exec already told, a send to the connected peer)."""
 
     name: str
     args: str | None
@@ -133,7 +134,7 @@ class Parser:
         """
         n, fast_calls = self._lines, 0
         fast, tids, results, new = self._fast, self._tids, self._results, tuple.__new__
-        whole = self._whole
+        whole, pending = self._whole, self._pending
         try:
             for line in lines:
                 n += 1
@@ -143,6 +144,11 @@ class Parser:
                         pid, ts, body = line.split(None, 2)
                         tid = tids.get(pid) or self._tid(pid)
                         seen = whole.get(body)
+                        if seen is None and body.startswith("<... "):
+                            start = pending.get(tid) if tid is not None else None
+                            if start is not None and start.args is None and _ends(start, body):
+                                del pending[tid]  # type: ignore[arg-type]
+                                continue  # the end of a call that tells nothing more
                         if seen is None:
                             key, _, tail = body.rpartition(" = ")
                             hit = fast.get(key) or self._learn(key)
@@ -241,6 +247,10 @@ class Parser:
         tid = int(prefix.group(1) or prefix.group(2) or 0)
         time = float(prefix.group(3)) if prefix.group(3) else None
         rest = text[prefix.end() :]
+        if rest.startswith("<... "):  # never a complete call: no need to look it up as one
+            resumed = _RESUMED.match(rest)
+            if resumed is not None:
+                return self._resumed(resumed.group(1), rest[resumed.end() :], tid, time, n, text)
         key, _, tail = rest.rpartition(" = ")
         hit = self._fast.get(key) or self._learn(key)
         if hit is not None:  # a complete call, read as on the fast path
@@ -263,7 +273,13 @@ class Parser:
         name, body = call.group(1), rest[call.end() :]
         if body.endswith(_UNFINISHED):
             records = self._flush(tid)
-            self._pending[tid] = _Pending(name, body[: -len(_UNFINISHED)], time, n, text)
+            args = body[: -len(_UNFINISHED)]
+            if name == "sendto" and self._to_peer(args):
+                # All of a sendto's arguments are on its first line, and a send to the
+                # connected peer tells nothing when it ends either: it is not kept.
+                self._pending[tid] = _Pending(name, None, time, n, text)
+                return records
+            self._pending[tid] = _Pending(name, args, time, n, text)
             if name in _NET:
                 records.append(Started(tid, time, n))
             return records
@@ -364,6 +380,12 @@ class Parser:
             return [Hazard(HazardKind.RAW_PACKET, tid, time, n, raw)]
         return []
 
+    def _to_peer(self, args: str) -> bool:
+        """Whether a sendto sends to the connected peer only (two threads that talk split
+        nearly every send in two: such a workload is mostly these lines)."""
+        decoded = self._decode("sendto", args)
+        return decoded is not None and not decoded[3]
+
     def _decode(self, name: str, args: str) -> _Decoded | None:
         """The fd, socket type and destinations of a sending call, or None if unreadable."""
         fd_text, comma, rest = args.partition(", ")
@@ -463,6 +485,11 @@ _NULL = Endpoint(INVALID, "NULL")
 #: Where a sendmmsg's messages past strace's -s limit went: not shown, so never allowed.
 UNSEEN = Endpoint(INVALID, "(messages strace did not print)")
 _NOTHING: _Fast = (Syscall.CONNECT, 0, None, "")  # a complete line that yields no record
+
+
+def _ends(start: _Pending, body: str) -> bool:
+    """Whether ``body`` is the ``<... name resumed>`` line of ``start``."""
+    return body.startswith(start.name, 5) and body.startswith(" resumed>", 5 + len(start.name))
 
 
 def _remember(cache: dict[str, _T], key: str, value: _T) -> _T:

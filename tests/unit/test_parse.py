@@ -904,6 +904,49 @@ def test_split_marker_connects_from_two_real_threads_are_all_marks_in_order() ->
     assert len(marks) == 20
 
 
+def test_sends_split_by_a_talking_thread_give_each_addressed_send_once() -> None:
+    # pingpong.log: two threads talk over loopback TCP, and one of them also sends each
+    # reply to 127.0.0.1:9 by UDP; strace split 290 of the sends, 43 of them addressed.
+    lines = lines_of("pingpong")
+    addressed = [n for n, line in enumerate(lines, 1) if "htons(9)" in line]
+    split = [n for n, line in enumerate(lines, 1) if line.endswith("<unfinished ...>\n")]
+    assert (len(addressed), len(split), len(set(addressed) & set(split))) == (200, 290, 43)
+    parser = Parser()
+    records = list(parser.records(lines))
+    sends = [c for c in net(records) if c.syscall is SENDTO]
+    assert [(c.line, c.tid, c.dest, c.result) for c in sends] == [
+        (n, int(lines[n - 1].split()[0]), v4("127.0.0.1", 9), "4") for n in addressed
+    ]
+    # Only a split send with an address says where it started; the 247 sends to the
+    # connected peer that strace split are not kept until their end.
+    assert [r.line for r in records if isinstance(r, Started)] == sorted(
+        set(addressed) & set(split)
+    )
+    assert parser.stats.calls == len(net(records))
+
+
+def test_a_split_send_to_the_connected_peer_gives_nothing_whatever_its_end() -> None:
+    start = '4242  1795634279.1 sendto(5, "ping", 4, 0, NULL, 0 <unfinished ...>\n'
+    ends = [
+        "4242  1795634279.2 <... sendto resumed>) = 4\n",
+        "4242  1795634279.2 <... sendto resumed>) = -1 EPIPE (Broken pipe)\n",
+        "4242  1795634279.2 +++ killed by SIGKILL +++\n",
+        "",  # the log ends
+    ]
+    for end in ends:
+        assert list(parse_all([start, end] if end else [start])) == []
+
+
+def test_a_split_send_that_cannot_be_read_is_kept_unparsed() -> None:
+    lines = [
+        "4242  1795634279.1 sendto(5, <a form never seen> <unfinished ...>\n",
+        "4242  1795634279.2 <... sendto resumed>) = 4\n",
+    ]
+    records = list(parse_all(lines))
+    assert records[0] == Started(4242, 1795634279.1, 1)
+    assert [(c.syscall, c.dest, c.line) for c in net(records)] == [(SENDTO, None, 1)]
+
+
 def test_a_split_sending_call_says_where_it_started() -> None:
     lines = [
         "4242  1795634279.426813 connect(5, {sa_family=AF_INET, sin_port=htons(53), "
