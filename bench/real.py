@@ -93,6 +93,8 @@ def ensure(suite: Suite, flavours: tuple[str, ...] = ("ours", "peer")) -> None:
     for flavour in flavours:
         venv = suite.venv(flavour)
         if (venv / ".ready").exists():
+            if flavour == "ours" and not _from_this_checkout(venv):
+                _pip(venv, "--no-deps", "-e", str(REPO))  # made by another clone or worktree
             continue
         print(f"bench: making {venv}", file=sys.stderr)
         subprocess.run([BASE_PYTHON, "-m", "venv", "--clear", str(venv)], check=True)
@@ -111,6 +113,12 @@ def ensure(suite: Suite, flavours: tuple[str, ...] = ("ours", "peer")) -> None:
                      if name not in ("netaudit", project)]  # fmt: skip
             pinned.write_text("\n".join(lines) + "\n")
         (venv / ".ready").touch()
+
+
+def _from_this_checkout(venv: Path) -> bool:
+    """Whether the venv's editable netaudit is this checkout's source, not another one's."""
+    found = venv.glob("lib/python*/site-packages/__editable__*netaudit*.pth")
+    return any(str(REPO / "src") in pth.read_text().splitlines() for pth in found)
 
 
 def peer_venv() -> Path:
