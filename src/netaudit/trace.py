@@ -32,6 +32,7 @@ This is the only module that runs strace. Decisions, and why:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import shutil
@@ -70,9 +71,11 @@ def traced_syscalls(names: bool) -> tuple[str, ...]:
 #: The first line of the shim's script, so the shim's execve can be recognised in a log.
 SHIM_TAG = "#netaudit-shim"
 _SHIM = SHIM_TAG + """
-import os, signal, sys
+import ctypes, os, signal, sys
 fd, lc, cpus, nice, cmd = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
 os.dup2(fd, 2); os.close(fd)
+tracer = os.getppid(); ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+if os.getppid() != tracer: os._exit(137)
 if cpus != "-": os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
 if nice != "-": os.setpriority(os.PRIO_PROCESS, 0, int(nice))
 signal.signal(signal.SIGPIPE, signal.SIG_DFL); signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
@@ -82,6 +85,30 @@ except OSError as e:
     sys.stderr.write(f"netaudit: cannot run {cmd[0]}: {e.strerror}\\n")
     os._exit(127 if isinstance(e, FileNotFoundError) else 126)
 """  # fmt: skip
+#: prctl(2)'s PR_SET_PDEATHSIG: the signal a process gets when the thread that forked it ends.
+_PR_SET_PDEATHSIG = 1
+
+
+def _dies_with(parent: int) -> Callable[[], None] | None:
+    """What makes strace die (SIGKILL) with us, run in the child before it execs strace.
+
+    strace has a session of its own, so nothing else would end it if we were killed with
+    SIGKILL; the shim does the same for the command, whose parent is strace, so a run whose
+    supervisor is gone cannot go on untraced or run forever. None where prctl is missing.
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # we died before it was set: no signal would come
+            os._exit(137)
+
+    return preexec
+
+
 _INSTALL = "install strace (apt-get install strace, dnf install strace, apk add strace, ...)"
 _SLOWER = "falling back to plain ptrace: traced programs run slower (3-50x when syscall-heavy)"
 _PROBE_TIMEOUT = 30.0
@@ -330,6 +357,7 @@ class TracedRun:
                 env=env,
                 cwd=cwd,
                 start_new_session=True,
+                preexec_fn=_dies_with(os.getpid()),
             )
             self.strace_pid = self._proc.pid
             with contextlib.suppress(OSError):  # optimisations only; not permitted is fine

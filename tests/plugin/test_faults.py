@@ -164,6 +164,33 @@ def test_strace_killed_from_outside_fails_the_session_as_incomplete(
     assert netaudit_dirs(tmpdir) == [], out
 
 
+def test_a_supervisor_killed_with_sigkill_takes_strace_and_the_session_with_it(
+    pytester: pytest.Pytester, tracer: Tracer
+) -> None:
+    """No handler runs on SIGKILL; strace (a session of its own) and the traced pytest would go
+    on, untraced once strace is gone, or forever with a test that hangs. They die with it."""
+    pytester.makepyfile(
+        test_hangs=PRELUDE + "\ndef test_hangs():\n    record()\n    time.sleep(120)\n"
+    )
+    _, env = tmp_env(pytester)
+    netns = runner.DEFAULT_NETNS
+    assert netns is not None
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--netaudit"]
+    pids_file = pytester.path / "pids"
+    started: dict[int, int | None] = {}
+    proc = subprocess.Popen(netns(argv), cwd=pytester.path, env=env, stdout=subprocess.DEVNULL)
+    try:
+        while not (pids_file.exists() and pids_file.read_text()) and proc.poll() is None:
+            time.sleep(0.02)
+        started = {pid: start_time(pid) for pid in map(int, pids_file.read_text().split())}
+        proc.kill()
+        proc.wait()
+        left = still_running(started, wait=10)
+    finally:
+        end(started)
+    assert len(started) == 2 and left == []
+
+
 def test_a_full_disk_fails_the_session_as_incomplete(
     pytester: pytest.Pytester, tiny_tmpfs: TinyTmpfs, tracer: Tracer
 ) -> None:
