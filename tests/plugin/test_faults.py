@@ -128,26 +128,37 @@ def tmp_env(pytester: pytest.Pytester) -> tuple[Path, dict[str, str]]:
     return tmpdir, {**os.environ, "TMPDIR": str(tmpdir)}
 
 
-def test_strace_killed_from_outside_fails_the_session_as_incomplete(
-    pytester: pytest.Pytester, tracer: Tracer
-) -> None:
+def sleeping_session(pytester: pytest.Pytester, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``pytest --netaudit`` (output captured) on a test that records its pid and its tracer's
+    pid, then sleeps for a minute."""
     pytester.makepyfile(
         test_sleeps=PRELUDE + "\ndef test_sleeps():\n    record()\n    time.sleep(60)\n"
     )
-    tmpdir, env = tmp_env(pytester)
     netns = runner.DEFAULT_NETNS
     assert netns is not None
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--netaudit"]
-    pids_file = pytester.path / "pids"
-    started: dict[int, int | None] = {}
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         netns(argv), cwd=pytester.path, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+
+
+def recorded(pytester: pytest.Pytester, proc: subprocess.Popen[str]) -> dict[int, int | None]:
+    """The pids the sleeping test recorded (its own, then strace's), once it has."""
+    pids_file = pytester.path / "pids"
+    while not (pids_file.exists() and pids_file.read_text()) and proc.poll() is None:
+        time.sleep(0.02)
+    return {pid: start_time(pid) for pid in map(int, pids_file.read_text().split())}
+
+
+def test_strace_killed_from_outside_fails_the_session_as_incomplete(
+    pytester: pytest.Pytester, tracer: Tracer
+) -> None:
+    tmpdir, env = tmp_env(pytester)
+    proc = sleeping_session(pytester, env)
+    started: dict[int, int | None] = {}
     try:
-        while not (pids_file.exists() and pids_file.read_text()) and proc.poll() is None:
-            time.sleep(0.02)
-        started = {pid: start_time(pid) for pid in map(int, pids_file.read_text().split())}
+        started = recorded(pytester, proc)
         os.kill(list(started)[1], signal.SIGKILL)  # the traced pytest's TracerPid: strace
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -169,22 +180,13 @@ def test_a_supervisor_killed_with_sigkill_takes_strace_and_the_session_with_it(
 ) -> None:
     """No handler runs on SIGKILL; strace (a session of its own) and the traced pytest would go
     on, untraced once strace is gone, or forever with a test that hangs. They die with it."""
-    pytester.makepyfile(
-        test_hangs=PRELUDE + "\ndef test_hangs():\n    record()\n    time.sleep(120)\n"
-    )
     _, env = tmp_env(pytester)
-    netns = runner.DEFAULT_NETNS
-    assert netns is not None
-    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--netaudit"]
-    pids_file = pytester.path / "pids"
+    proc = sleeping_session(pytester, env)
     started: dict[int, int | None] = {}
-    proc = subprocess.Popen(netns(argv), cwd=pytester.path, env=env, stdout=subprocess.DEVNULL)
     try:
-        while not (pids_file.exists() and pids_file.read_text()) and proc.poll() is None:
-            time.sleep(0.02)
-        started = {pid: start_time(pid) for pid in map(int, pids_file.read_text().split())}
+        started = recorded(pytester, proc)
         proc.kill()
-        proc.wait()
+        proc.communicate()
         left = still_running(started, wait=10)
     finally:
         end(started)
