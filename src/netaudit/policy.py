@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,11 +24,15 @@ from .rules import Allowlist, Rule
 MARKER_KEYS = ("allow", "strict")
 #: How short strings are written, for error messages.
 SHORT_FORMS = (
-    '"10.0.0.5:5432", "10.0.0.5", "[2001:db8::1]:443", "10.0.0.0/8", '
+    '"10.0.0.5:5432", "10.0.0.5", "[2001:db8::1]:443", "10.0.0.0/8", "api.example.com:443", '
+    '"*.example.com:443", '
     '"AF_UNIX:/run/docker.sock", "AF_UNIX:@name", "AF_UNIX", "AF_NETLINK"'
 )
 
 Wire = dict[str, Any]
+#: A short string's host part that is meant as a name (host rules need --names); the
+#: loader then checks it as it checks a file's ``host``.
+_HOST = re.compile(r"[A-Za-z0-9_*-]+(\.[A-Za-z0-9_*-]+)*\.?")
 
 
 @dataclass(frozen=True)
@@ -180,8 +185,13 @@ def short_rule(text: str, index: int, source: str, line: int | None) -> dict[str
     try:
         version = ipaddress.ip_network(host, strict=False).version
     except ValueError:
-        raise _short(text, index, source, line, f"{host!r} is not an IP address") from None
-    rule: dict[str, object] = {"family": AF_INET6 if version == 6 else AF_INET, key: host}
+        if not _HOST.fullmatch(host) or host.replace(".", "").isdigit():
+            raise _short(
+                text, index, source, line, f"{host!r} is not an IP address or a host name"
+            ) from None
+        rule: dict[str, object] = {"host": host}  # the loader checks it as it checks a file's
+    else:
+        rule = {"family": AF_INET6 if version == 6 else AF_INET, key: host}
     if port:
         rule["port"] = port
     return rule

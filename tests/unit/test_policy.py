@@ -72,6 +72,21 @@ def test_a_short_string_allows_what_the_same_allowlist_rule_would(
     assert as_file.rules[0].matches(allowed) and not as_file.rules[0].matches(refused)
 
 
+@pytest.mark.parametrize(
+    ("short", "name", "refused_name"),
+    [
+        ("api.example.test:443", "api.example.test", "www.example.test"),
+        ("*.example.test:443", "a.b.example.test", "example.test"),
+    ],
+)
+def test_a_short_host_name_is_a_host_rule(short: str, name: str, refused_name: str) -> None:
+    (rule,) = marker({"allow": [short]}).allow
+    assert rule.matches(V6, frozenset({name}))
+    assert not rule.matches(V6, frozenset({refused_name}))
+    assert not rule.matches(Endpoint("AF_INET6", "2001:db8::1", 80), frozenset({name}))
+    assert not rule.matches(V6)  # a host rule needs the name the trace saw
+
+
 def test_inline_dicts_use_the_allowlist_syntax_and_name_the_marker() -> None:
     rules = marker(
         {"allow": [{"name": "pg", "family": "AF_INET", "addr": "10.0.0.5", "port": (5432, 6432)}]}
@@ -129,10 +144,16 @@ BAD_MARKERS = [
         id="entry-not-str-or-dict",
     ),
     pytest.param(
-        ((), {"allow": ["db.internal:5432"]}),
-        "tests/test_x.py:7: entry #1 of the netaudit marker's allow, 'db.internal:5432': "
-        "'db.internal' is not an IP address (short forms: *",
-        id="host-name",
+        ((), {"allow": ["10.0.0.256:5432"]}),
+        "tests/test_x.py:7: entry #1 of the netaudit marker's allow, '10.0.0.256:5432': "
+        "'10.0.0.256' is not an IP address or a host name (short forms: *",
+        id="bad-address",
+    ),
+    pytest.param(
+        ((), {"allow": ["db.*.internal:5432"]}),
+        "tests/test_x.py:7: the netaudit marker's allow: host 'db.*.internal' has a '*' that is "
+        "not its first label*",
+        id="bad-host",
     ),
     pytest.param(
         ((), {"allow": ["10.0.0.5:"]}),
