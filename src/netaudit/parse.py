@@ -209,8 +209,9 @@ class Parser:
         dest = decoded[3][0] if decoded[3] else None
         if dest is not None and dest.address.startswith(_MARKER):
             return None  # markers are rare and each is news: the careful path reads them
-        if dest is not None and dest.port == 53 and name != "connect":
-            return None  # perhaps a DNS query, which the careful path reads
+        dns_query = dest is not None and dest.port == 53 and name != "connect"
+        if dns_query and _questions(name, rest[:-1]):
+            return None  # a DNS query, which the careful path tells as its questions too
         return _remember(self._fast, key, (decoded[0], decoded[1], dest, decoded[2]))
 
     def _tid(self, text: str) -> int | None:

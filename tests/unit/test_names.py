@@ -57,6 +57,20 @@ def by_kind(result: AuditResult) -> dict[str, dict[str, Destination]]:
 # -- the parser ---------------------------------------------------------------------------
 
 
+def test_a_repeated_query_is_read_each_time_and_a_send_to_port_53_that_is_none_is_fast() -> None:
+    query = next(line for line in lines() if "sendto(" in line and "htons(53)" in line)
+    # Strace's default -s 32 cuts the payload: no whole question, so no DNS query to tell.
+    cut = query.split('"')[0] + '"\\x12\\x34\\x01\\x00"...' + query.split('"', 2)[2]
+    parser = Parser()
+    records = list(parser.records([query, query, cut, cut]))
+    asked = [r.raw for r in records if isinstance(r, NetCall) and r.raw]
+    assert asked == ["dns A msg.example.test"] * 2
+    sends = [r for r in records if isinstance(r, NetCall) and not r.raw]
+    assert [r.dest for r in sends] == [RESOLVER] * 4
+    assert parser.stats.calls == 4
+    assert len(parser._fast) == 1  # the cut send was learnt once; a query never is
+
+
 def test_every_query_is_read_with_its_type_and_resolver() -> None:
     queries = [
         (r.line, r.syscall, r.dest, r.raw)
