@@ -24,6 +24,7 @@ from .errors import EXIT_INCOMPLETE, EXIT_VIOLATIONS, ConfigError, NetauditError
 from .model import AuditResult, RunInfo
 from .render import github, text
 from .render import json as json_report
+from .rules import DEFAULT
 from .settings import Settings, resolve
 from .trace import IO_URING_CHOICES, TracedRun, find_tracer, tampered, traced_syscalls
 
@@ -267,6 +268,15 @@ def _check(args: argparse.Namespace) -> int:
     allowlist = choice.load()
     print(f"{choice.describe()}: valid")
     print(text.rules_table(allowlist))
+    unreviewed = [rule for rule in allowlist.rules if rule.name.startswith(triage.REVIEW_PREFIX)]
+    if unreviewed:
+        first = unreviewed[0]
+        print(
+            f"netaudit: warning: {len(unreviewed)} rule(s) of a baseline not reviewed yet "
+            f"(the first at {first.source}:{first.line}): keep each only if its destination "
+            f"is expected, then drop {triage.REVIEW_PREFIX.strip()!r} from its name",
+            file=sys.stderr,
+        )
     return EXIT_CLEAN
 
 
@@ -309,8 +319,14 @@ def _triage(args: argparse.Namespace) -> int:
 
 
 def _baseline(args: argparse.Namespace) -> int:
-    """From reports, or from a command traced here as ``netaudit run`` would."""
-    allowlist = resolve(Path.cwd(), allowlist=args.allowlist).allowlist.load()
+    """From reports, or from a command traced here as ``netaudit run`` would.
+
+    Only the built-ins, or --allowlist, leave destinations out: a netaudit.yaml found by the
+    usual resolution may be the very file being rewritten with --force, which would empty it.
+    """
+    allowlist = DEFAULT
+    if args.allowlist is not None:
+        allowlist = resolve(Path.cwd(), allowlist=args.allowlist).allowlist.load()
     output = Path(args.output) if args.output is not None else None
     if output is not None and output.exists() and not args.force:
         raise ConfigError("exists; name a new file, or add --force to overwrite it", str(output))

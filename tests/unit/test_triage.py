@@ -272,6 +272,16 @@ def test_baseline_writes_a_file_and_will_not_overwrite_one(
     assert main(["baseline", "--from", str(report), "-o", str(out)]) == 2
     assert "add --force" in capsys.readouterr().err
     assert main(["baseline", "--from", str(report), "-o", str(out), "--force"]) == 0
+    capsys.readouterr()
+    assert main(["check", str(out)]) == 0  # valid, but not reviewed yet: check says so
+    first = allowlist_module.load(out).rules[0]
+    assert (
+        f"netaudit: warning: 2 rule(s) of a baseline not reviewed yet (the first at "
+        f"{first.source}:{first.line})" in capsys.readouterr().err
+    )
+    out.write_text(out.read_text().replace(REVIEW_PREFIX, ""))
+    assert main(["check", str(out)]) == 0
+    assert "not reviewed" not in capsys.readouterr().err
 
 
 def test_baseline_needs_reports_or_a_command(capsys: pytest.CaptureFixture[str]) -> None:
