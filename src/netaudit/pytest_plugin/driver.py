@@ -292,8 +292,8 @@ class Driver:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        self.where.close()
         if not self.role.reports:
+            self.where.close()
             workeroutput = getattr(self.config, "workeroutput", None)
             if isinstance(workeroutput, dict):
                 workeroutput[WHERE_KEY] = self.where.export()  # xdist sends it after this hook
