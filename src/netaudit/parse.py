@@ -146,7 +146,12 @@ class Parser:
                         seen = whole.get(body)
                         if seen is None and body.startswith("<... "):
                             start = pending.get(tid) if tid is not None else None
-                            if start is not None and start.args is None and _ends(start, body):
+                            if (
+                                start is not None
+                                and start.args is None
+                                and _ends(start, body)
+                                and "\0" not in body
+                            ):
                                 del pending[tid]  # type: ignore[arg-type]
                                 continue  # the end of a call that tells nothing more
                         if seen is None:
@@ -189,7 +194,7 @@ class Parser:
         or one that tells nothing (a syscall the audit does not watch)."""
         name, _, rest = key.partition("(")
         rest = rest.rstrip()
-        if not rest.endswith(")"):
+        if not rest.endswith(")") or "\0" in rest:
             return None
         if name in _RECV:  # a DNS answer goes the careful path; nothing else is of interest
             return None if any(hint in key for hint in _PORT_53) else _NOTHING
@@ -238,6 +243,8 @@ class Parser:
             head, n = self._carry
             self._carry = None
             text = head + text
+        if "\0" in text:
+            return self._hole(text, n)
         splice = _SPLICE.search(text) if "strace: " in text else None
         if splice is not None and splice.start() > 0:
             # On stderr, strace's "Process N attached" can cut another line in two.
@@ -292,6 +299,25 @@ class Parser:
             return records
         args, result = _split_result(body)
         return self._complete(name, args, result, tid, time, n, text)
+
+    def _hole(self, text: str, n: int) -> list[Record]:
+        """NUL bytes, which strace never writes (it escapes them): the hole a log cut short
+        leaves behind, strace writing on at its own offset, or bytes someone else wrote.
+
+        Counted as foreign, so the audit is incomplete. What stands on either side is still
+        read: the start of a line the hole cut keeps any sending call it names, and what
+        follows the hole is a line of its own.
+        """
+        self._foreign += 1
+        before, _, after = text.partition("\0")
+        records: list[Record] = []
+        if before:
+            prefix = _PREFIX.match(before)
+            assert prefix is not None  # every part of the prefix is optional
+            tid = int(prefix.group(1) or prefix.group(2) or 0)
+            records += _garbage(before, tid, None, n)
+        after = after.lstrip("\0")
+        return records + self._line(after, n) if after else records
 
     def _resumed(
         self, name: str, body: str, tid: int, time: float | None, n: int, text: str

@@ -38,7 +38,7 @@ from .audit import Folder, merge
 from .errors import TraceError
 from .model import SESSION, Destination, Finding, Mark, MarkVerb, TraceStats
 from .parse import Parser
-from .trace import TracedRun, Tracer, tampered
+from .trace import TracedRun, Tracer, has_hole, tampered
 
 ENV_SUPERVISOR = "NETAUDIT_SUPERVISOR"
 ENV_RUN = "NETAUDIT_RUN"
@@ -106,6 +106,10 @@ class Supervisor:
         #: How many times the reader has caught up with strace; how many lines it has read.
         self._caught_up = 0
         self._lines = 0
+        #: Bytes of the log read so far; whether a hole was found behind them (see _cut).
+        self._read = 0
+        self._holed = False
+        self._holed_served = False
         self._failure = ""
         #: Foreign lines already reported in the top run's own answer.
         self._foreign_served = 0
@@ -138,6 +142,8 @@ class Supervisor:
                     self._done.set()
                     for thread in self._threads[1:]:
                         thread.join()
+                    with self._cond:
+                        self._cut()  # while the log is still there
             finally:
                 with contextlib.suppress(OSError):  # wakes the accept() close() would not
                     server.shutdown(socket.SHUT_RDWR)
@@ -182,6 +188,7 @@ class Supervisor:
             while True:
                 chunk = log.read(_CHUNK)
                 if chunk:
+                    self._read += len(chunk)
                     lines = (rest + chunk).split(b"\n")
                     rest = lines.pop()
                     self._lines += len(lines)
@@ -201,6 +208,15 @@ class Supervisor:
         if mark.verb is MarkVerb.FINISH and not mark.worker:
             self._runs.setdefault(mark.run, _Run()).finished = True
             self._cond.notify_all()
+
+    def _cut(self) -> bool:
+        """Whether the log was cut behind the reader, where the parser cannot see the hole.
+
+        Called with the condition held, so the reader stands still meanwhile.
+        """
+        if not self._holed and self._read:
+            self._holed = has_hole(self.traced.log_path, self._read)
+        return self._holed
 
     @property
     def top_finished(self) -> bool:
@@ -272,9 +288,11 @@ class Supervisor:
                 lambda: entry.finished or self._consumed or self._caught_up >= asked + 2
             )
             entry.served = True
+            cut = self._cut()
             if run == self.run_id:
                 self._foreign_served = self._parser.stats.foreign
-            problem = self._failure or tampered(self._parser.stats.foreign)
+                self._holed_served = cut
+            problem = self._failure or tampered(self._parser.stats.foreign, cut)
             if not entry.finished and not problem:
                 problem = (
                     "the trace ended before the run finished"
@@ -327,9 +345,10 @@ class Supervisor:
         with self._cond:
             if self._runs[run].served:
                 late = self._late
-                problem = tampered(self._parser.stats.foreign - self._foreign_served)
+                foreign = self._parser.stats.foreign - self._foreign_served
+                problem = tampered(foreign, self._holed and not self._holed_served)
                 return self._named(run, late.destinations(run), late.findings(run), problem), False
-            problem = self._failure or tampered(self._parser.stats.foreign)
+            problem = self._failure or tampered(self._parser.stats.foreign, self._holed)
             return self._named(
                 run, self._folder.destinations(run), self._folder.findings(run), problem
             ), True

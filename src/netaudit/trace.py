@@ -248,15 +248,42 @@ def strace_argv(
     return [*argv, "-e", "trace=" + ",".join(syscalls), "--", *command]
 
 
-def tampered(foreign: int) -> str:
+def tampered(foreign: int, cut: bool = False) -> str:
     """Why a log that only our strace wrote holds lines in no strace form: someone else wrote
-    to it, or cut it (strace then goes on writing after a hole of NUL bytes). "" if none."""
-    if not foreign:
-        return ""
-    return (
-        f"the trace holds {foreign} line(s) that strace did not write: it was changed or cut "
-        "short while the command ran"
-    )
+    to it, or cut it (strace then goes on writing after a hole of NUL bytes). "" if none.
+    ``cut``: a hole was found where the reader had already been (see ``has_hole``)."""
+    if foreign:
+        return (
+            f"the trace holds {foreign} line(s) that strace did not write: it was changed or "
+            "cut short while the command ran"
+        )
+    if cut:
+        return (
+            "the trace was cut short while the command ran (a hole where strace had written); "
+            "what was read before the cut is reported"
+        )
+    return ""
+
+
+def has_hole(path: str, size: int) -> bool:
+    """Whether the log's first ``size`` bytes hold a NUL, which strace never writes.
+
+    A reader that follows the log sees a hole only ahead of it; a cut made once it had read
+    that far leaves the hole behind it, so the part already read is scanned again for one
+    (a memchr per MiB: milliseconds for a million calls). A log that is gone was cut too.
+    """
+    try:
+        with open(path, "rb", buffering=0) as log:
+            while size > 0:
+                chunk = log.read(min(size, 1 << 20))
+                if not chunk:
+                    return True
+                if b"\0" in chunk:
+                    return True
+                size -= len(chunk)
+    except OSError:
+        return True
+    return False
 
 
 class TracedRun:

@@ -219,31 +219,74 @@ def test_a_full_disk_fails_the_session_as_incomplete(
     assert "audit incomplete" in done.stdout + done.stderr
 
 
+#: Finds the log and the process that follows it (the one holding it open read-only), and
+#: cuts the log in one of two orders, each made certain: before the reader has read the test's
+#: first call (the reader is stopped meanwhile), or once it has read all that was written.
+CUT = """
+import glob, os, signal, time
+
+def reader(log):
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == log:
+                    info = open(f"/proc/{pid}/fdinfo/{fd}").read().split()
+                    if int(info[info.index("flags:") + 1], 8) & 3 == os.O_RDONLY:
+                        return int(pid), int(fd)
+        except OSError:
+            continue
+    raise AssertionError("nothing reads " + log)
+
+def pos(pid, fd):
+    info = open(f"/proc/{pid}/fdinfo/{fd}").read().split()
+    return int(info[info.index("pos:") + 1])
+
+def cut(order, before, after):
+    log = glob.glob(TMP + "/netaudit-*/trace.log")[0]
+    pid, fd = reader(log)
+    if order == "before-read":
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            before()
+            os.truncate(log, 0)
+            after()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    else:
+        before()
+        while pos(pid, fd) < os.path.getsize(log):
+            time.sleep(0.001)  # a condition, polled: the reader catches up within a poll
+        os.truncate(log, 0)
+        after()
+"""
+
+
+@pytest.mark.parametrize("order", ["before-read", "after-read"])
 def test_a_test_that_cuts_the_trace_short_fails_the_session_as_incomplete(
-    pytester: pytest.Pytester, tracer: Tracer
+    pytester: pytest.Pytester, tracer: Tracer, order: str
 ) -> None:
+    """strace writes on at its own offset, so a cut leaves a hole of NULs where the lines
+    were. Cut before the supervisor read them, the calls are lost and the hole says so; cut
+    after, nothing was lost, but the log was still cut: both are an incomplete audit."""
     tmpdir, env = tmp_env(pytester)
     pytester.makepyfile(
         test_cuts=UDP
+        + f"TMP = {str(tmpdir)!r}\n"
+        + CUT
         + f"""
-import glob, os
-
 def test_cuts():
-    udp("192.0.2.61")
-    os.truncate(glob.glob({str(tmpdir)!r} + "/netaudit-*/trace.log")[0], 0)
-    udp("192.0.2.62")
+    cut({order!r}, lambda: udp("192.0.2.61"), lambda: udp("192.0.2.62"))
 """
     )
     result = pytest_run("--netaudit", cwd=pytester.path, env=env)
     output = "\n".join(result.outlines + result.errlines)
-    # strace goes on writing at its offset, so the cut leaves a hole of NUL bytes where the
-    # lines were. If the supervisor had not read them yet, they are lost and the hole says so;
-    # if it had (it reads as strace writes), nothing was lost and both calls are reported.
-    if result.ret == 3:
+    assert result.ret == 3, output
+    assert "192.0.2.62" in output, output
+    if order == "before-read":
         result.stdout.fnmatch_lines(["*netaudit: audit incomplete: the trace holds * line(s)*"])
     else:
-        assert result.ret == 1, output
-        assert "192.0.2.61" in output and "192.0.2.62" in output, output
+        result.stdout.fnmatch_lines(["*netaudit: audit incomplete: the trace was cut short*"])
+        assert "192.0.2.61" in output, output
     assert netaudit_dirs(tmpdir) == []
 
 

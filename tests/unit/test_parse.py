@@ -959,3 +959,40 @@ def test_a_split_sending_call_says_where_it_started() -> None:
     assert [type(r).__name__ for r in records] == ["Started", "Spawn", "NetCall"]
     call = records[2]
     assert isinstance(call, NetCall) and (call.tid, call.line) == (4242, 1)
+
+
+#: The line strace was writing when the log was cut, and the one it wrote after the hole.
+CUT_LINE = f"{PREFIX}connect(3, {DOC_DNS}, 16) = -1 ENETUNREACH (Network is unreachable)"
+NEXT_LINE = (
+    "4243  1795634279.500000 connect(4, {sa_family=AF_INET, sin_port=htons(443), "
+    'sin_addr=inet_addr("203.0.113.8")}, 16) = -1 ENETUNREACH (Network is unreachable)'
+)
+
+
+@pytest.mark.parametrize("read", [0, 7, 30, 60, len(CUT_LINE) - 1, len(CUT_LINE)])
+def test_a_hole_in_a_line_read_in_part_is_foreign_and_the_calls_on_both_sides_stay(
+    read: int,
+) -> None:
+    """A reader that had read ``read`` bytes of a line when the log was cut finds the hole of
+    NULs glued onto that part: the audit is incomplete, the part keeps the call it names
+    (unparsed), and the line strace wrote after the hole is read as it is."""
+    parser = Parser()
+    line = CUT_LINE[:read] + "\0" * 4096 + NEXT_LINE + "\n"
+    calls = net(parser.records([line]))
+    assert parser.stats.foreign == 1
+    assert calls[-1].dest == Endpoint(AF_INET, "203.0.113.8", 443)
+    assert calls[-1].tid == 4243
+    kept = calls[:-1]
+    if "connect(" in CUT_LINE[:read]:
+        assert [(c.tid, c.syscall, c.dest) for c in kept] == [(4242, Syscall.CONNECT, None)]
+    else:
+        assert kept == []
+
+
+def test_nul_bytes_anywhere_in_a_line_are_foreign_even_on_the_fast_path() -> None:
+    parser = Parser()
+    whole = f"{PREFIX}connect(3, {DOC_DNS}, 16) = 0\n"
+    list(parser.records([whole, whole]))  # learnt: the next one would take the fast path
+    holed = whole.replace("htons(53)", "htons(\0\0)")
+    assert [c.dest for c in net(parser.records([holed]))] == [None]
+    assert parser.stats.foreign == 2  # the hole, and the rest of the line it cut in two

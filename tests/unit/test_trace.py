@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from netaudit.errors import CommandError, TraceError, TracerUnavailable
-from netaudit.trace import TRACED_SYSCALLS, TracedRun, Tracer, find_tracer, strace_argv
+from netaudit.trace import (
+    TRACED_SYSCALLS,
+    TracedRun,
+    Tracer,
+    find_tracer,
+    has_hole,
+    strace_argv,
+    tampered,
+)
 
 TRACE_SET = "trace=" + ",".join(TRACED_SYSCALLS)
 DENIED = (
@@ -254,3 +262,25 @@ def test_argv_refuses_an_unknown_io_uring_choice() -> None:
     tracer = Tracer("/usr/bin/strace", "6.1", seccomp_bpf=True)
     with pytest.raises(ValueError, match="io_uring must be one of"):
         strace_argv(tracer, "/tmp/x/trace.log", ["cmd"], io_uring="allow")
+
+
+def test_a_hole_behind_the_reader_is_found_and_a_whole_log_has_none(tmp_path: Path) -> None:
+    log = tmp_path / "trace.log"
+    line = b'4242  1795634279.426813 connect(3, {sa_family=AF_UNIX, sun_path=@"x\\0y"}, 5) = 0\n'
+    log.write_bytes(line * 3)
+    assert not has_hole(str(log), len(line) * 3)
+    with open(log, "r+b") as f:  # cut, and written on at the old offset as strace does
+        f.truncate(0)
+        f.seek(len(line) * 3)
+        f.write(line)
+    assert has_hole(str(log), len(line) * 3)
+    assert has_hole(str(log), len(line) * 4)
+    assert has_hole(str(tmp_path / "gone.log"), 1)
+    log.write_bytes(line)
+    assert has_hole(str(log), len(line) * 2)  # shorter than what was read: cut
+
+
+def test_tampered_names_foreign_lines_first_then_a_cut() -> None:
+    assert tampered(0) == ""
+    assert "2 line(s) that strace did not write" in tampered(2, cut=True)
+    assert tampered(0, cut=True).startswith("the trace was cut short")
