@@ -25,8 +25,8 @@ from .model import AuditResult, RunInfo
 from .render import github, text
 from .render import json as json_report
 from .rules import DEFAULT
-from .settings import Settings, resolve
-from .trace import IO_URING_CHOICES, TracedRun, find_tracer, tampered, traced_syscalls
+from .settings import IO_URING_CHOICES, Settings, resolve
+from .trace import TracedRun, find_tracer, tampered, traced_syscalls
 
 #: `netaudit analyze` and `netaudit check`: exit codes as documented in docs/cli.md.
 EXIT_CLEAN = 0

@@ -1,22 +1,13 @@
 """The supervisor of a traced test session: it reads the trace while the session runs and
 tells each run inside it what that run did.
 
-The supervisor runs strace around a command (a pytest session) and, in two threads of its
-own, follows the log as strace writes it (parse -> attribute -> fold) and serves a control
-socket. Each test run inside the traced tree (the session itself, its xdist workers, and any
-``pytest --netaudit`` a test starts) connects there, says which run it drives, sends the
-table of its tests as they start, and at its end asks for its part of the trace. Because the
-run puts a FINISH marker in the trace before it asks, and a traced process only goes on once
-strace has written its line, the answer covers everything the run did up to that point.
-
-The control socket is an abstract AF_UNIX address named after a random token: no file to
-clean up, and nothing for the traced tree to find but the token it is given.
-
-Protocol, one JSON object per line from the run; replies are a JSON line to ``hello`` and a
-length-prefixed pickle of ``RunAudit`` to ``finish`` (the supervisor is the trusted side,
-so only it sends pickles):
-``{"op": "hello", "run", "worker", "pid"}``, ``{"op": "test", "run", "worker", "test",
-"nodeid", "location"[, "policy"]}``, ``{"op": "finish", "run"}``.
+The supervisor runs strace around a command (a pytest session) and, in threads of its own,
+follows the log as strace writes it (parse -> attribute -> fold) and serves a control socket
+(protocol.py). Each test run inside the traced tree (the session itself, its xdist workers,
+and any ``pytest --netaudit`` a test starts) connects there, says which run it drives, sends
+the table of its tests as they start, and at its end asks for its part of the trace. Because
+the run puts a FINISH marker in the trace before it asks, and a traced process only goes on
+once strace has written its line, the answer covers everything the run did up to that point.
 """
 
 from __future__ import annotations
@@ -24,11 +15,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pickle
 import socket
-import struct
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -36,40 +24,39 @@ from . import markers
 from .attribute import Attributed, Lineage
 from .audit import Folder, merge
 from .errors import TraceError
-from .model import SESSION, Destination, Finding, Mark, MarkVerb, TraceStats
+from .model import SESSION, Destination, Finding, Mark, MarkVerb
 from .parse import Parser
+from .protocol import (
+    ENV_RUN,
+    ENV_SUPERVISOR,
+    MAX_LINE,
+    Ask,
+    Bye,
+    Finish,
+    Hello,
+    Message,
+    RunAudit,
+    TableEntry,
+    Welcome,
+    decode,
+    reply,
+)
 from .trace import TracedRun, Tracer, has_hole, tampered
 
-ENV_SUPERVISOR = "NETAUDIT_SUPERVISOR"
-ENV_RUN = "NETAUDIT_RUN"
 _POLL = 0.005
 _CHUNK = 1 << 20
-_MAX_LINE = 1 << 20
 _NAME_WAIT = 2.0
-_HEADER = struct.Struct("!Q")
 #: strace's niceness, when this process may raise it (measured: -n 2 suites 10% faster).
 STRACE_NICE = -10
-
-
-@dataclass(frozen=True)
-class RunAudit:
-    """What one run did, folded but not judged: the run judges it with its own allowlist."""
-
-    destinations: tuple[Destination, ...]
-    findings: tuple[Finding, ...] = ()
-    stats: TraceStats = field(default_factory=TraceStats)
-    #: nodeid -> "file:line" of each test the run named.
-    locations: tuple[tuple[str, str], ...] = ()
-    #: Why the audit of this run is incomplete; "" when it is complete.
-    problem: str = ""
-    #: nodeid -> the JSON of its netaudit markers (policy.normalise), for tests that have any.
-    policies: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
 class _Run:
     tests: dict[tuple[str, int], tuple[str, str]] = field(default_factory=dict)
     policies: dict[str, str] = field(default_factory=dict)
+    hello: Hello | None = None
+    #: Connections of the run (its session's, its workers') still being read.
+    talking: int = 0
     finished: bool = False
     served: bool = False
 
@@ -236,43 +223,72 @@ class Supervisor:
             ).start()
 
     def _talk(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rb") as stream:
-            for raw in iter(lambda: stream.readline(_MAX_LINE), b""):
-                try:
-                    message = json.loads(raw)
-                    op = message["op"]
-                except (ValueError, KeyError, TypeError):
-                    continue  # a run speaks this protocol or says nothing
-                if op == "hello":
-                    conn.sendall(json.dumps(self._hello()).encode() + b"\n")
-                elif op == "test":
-                    self._table(message)
-                elif op == "finish":
-                    answer = pickle.dumps(self.audit_of(str(message.get("run", ""))))
-                    conn.sendall(_HEADER.pack(len(answer)) + answer)
+        run: _Run | None = None
+        try:
+            with conn, conn.makefile("rb") as stream:
+                for raw in iter(lambda: stream.readline(MAX_LINE), b""):
+                    message = decode(raw)
+                    if isinstance(message, Hello) and run is None:
+                        run = self._greet(message)
+                        conn.sendall(reply(self.welcome()))
+                    elif isinstance(message, Bye) and run is not None:
+                        self._hung_up(run)
+                        run = None
+                    else:
+                        self._answer(conn, message)
+        except OSError:
+            pass  # the run is gone: what it did is in the trace, and its end says so
+        finally:
+            if run is not None:
+                self._hung_up(run)
 
-    def _hello(self) -> dict[str, object]:
-        return {
-            "strace_pid": self.traced.strace_pid,
-            "strace": self.tracer.path,
-            "strace_version": self.tracer.version,
-            "seccomp_bpf": self.tracer.seccomp_bpf,
-            "strace_cpu": self.traced.strace_cpu,
-        }
+    def _hung_up(self, run: _Run) -> None:
+        with self._cond:
+            run.talking -= 1
+            self._cond.notify_all()
 
-    def _table(self, message: Mapping[str, object]) -> None:
-        run, worker, test = message.get("run"), message.get("worker", ""), message.get("test")
-        nodeid, location = message.get("nodeid"), message.get("location", "")
-        if not (isinstance(run, str) and isinstance(worker, str) and isinstance(test, int)):
-            return
-        if isinstance(nodeid, str) and isinstance(location, str):
-            with self._cond:
-                entry = self._runs.setdefault(run, _Run())
-                entry.tests[(markers.safe_worker(worker), test)] = (nodeid, location)
-                policy = message.get("policy")
-                if isinstance(policy, dict):
-                    entry.policies[nodeid] = json.dumps(policy)
-                self._cond.notify_all()
+    def _answer(self, conn: socket.socket, message: Message | None) -> None:
+        if isinstance(message, TableEntry):
+            self._table(message)
+        elif isinstance(message, Ask):
+            conn.sendall(reply(self.audit_of_test(message)))
+        elif isinstance(message, Finish):
+            conn.sendall(reply(self.audit_of(message.run)))
+
+    def welcome(self) -> Welcome:
+        return Welcome(
+            strace_pid=self.traced.strace_pid,
+            strace=self.tracer.path,
+            strace_version=self.tracer.version,
+            seccomp_bpf=self.tracer.seccomp_bpf,
+            strace_cpu=self.traced.strace_cpu,
+            names=self.traced.names,
+            io_uring=self.traced.io_uring,
+        )
+
+    def _greet(self, hello: Hello) -> _Run:
+        with self._cond:
+            entry = self._runs.setdefault(hello.run, _Run())
+            entry.talking += 1
+            if entry.hello is None and not hello.worker:  # a worker's controller speaks
+                entry.hello = hello
+            return entry
+
+    @property
+    def hello(self) -> Hello | None:
+        """What the top run said of itself, if it said anything (it may have crashed first)."""
+        return self._runs[self.run_id].hello
+
+    def _table(self, entry: TableEntry) -> None:
+        with self._cond:
+            run = self._runs.setdefault(entry.run, _Run())
+            run.tests[(markers.safe_worker(entry.worker), entry.test)] = (
+                entry.nodeid,
+                entry.location,
+            )
+            if entry.policy is not None:
+                run.policies[entry.nodeid] = json.dumps(entry.policy)
+            self._cond.notify_all()
 
     def audit_of(self, run: str) -> RunAudit:
         """Waits until the log has been read up to the run's FINISH marker, then folds.
@@ -284,6 +300,7 @@ class Supervisor:
         with self._cond:
             entry = self._runs.setdefault(run, _Run())
             asked = self._caught_up
+            self._cond.notify_all()
             self._cond.wait_for(
                 lambda: entry.finished or self._consumed or self._caught_up >= asked + 2
             )
@@ -303,6 +320,19 @@ class Supervisor:
                 run, self._folder.destinations(run), self._folder.findings(run), problem
             )
 
+    def audit_of_test(self, ask: Ask) -> RunAudit:
+        """What one test did so far: the log read to its end as it was when the test asked
+        (its own calls are in it: a traced call goes on only once strace has written it)."""
+        key = markers.test_key(markers.safe_worker(ask.worker), ask.test)
+        with self._cond:
+            asked = self._caught_up
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._consumed or self._caught_up > asked)
+            problem = self._failure or tampered(self._parser.stats.foreign)
+            destinations = [d for d in self._folder.destinations(ask.run) if d.test == key]
+            findings = [f for f in self._folder.findings(ask.run) if f.test == key]
+            return self._named(ask.run, destinations, findings, problem)
+
     def _named(
         self,
         run: str,
@@ -310,15 +340,21 @@ class Supervisor:
         findings: Sequence[Finding],
         problem: str,
     ) -> RunAudit:
-        """Test keys replaced by nodeids (waiting a moment for a table line still in flight)."""
-        tests = self._runs[run].tests
+        """Test keys replaced by nodeids.
+
+        A run sends its table before it asks, on the same connection; an xdist worker's
+        lines come on the worker's own, which may still be read when the controller asks: a
+        key still unknown is waited for while a connection of the run is still open (a
+        worker is gone by then; ``_NAME_WAIT`` bounds a worker that a test stopped).
+        """
+        entry = self._runs[run]
+        tests = entry.tests
         wanted = {d.test for d in destinations} | {f.test for f in findings}
         keys = {key for key in wanted if key != SESSION}
-        deadline = time.monotonic() + _NAME_WAIT
-        while any(_split(key) not in tests for key in keys):
-            left = deadline - time.monotonic()
-            if left <= 0 or not self._cond.wait(left):
-                break
+        self._cond.wait_for(
+            lambda: entry.talking <= 1 or all(_split(key) in tests for key in keys),
+            timeout=_NAME_WAIT,
+        )
         names = {key: tests.get(_split(key), (f"<unnamed test {key}>", ""))[0] for key in keys}
         names[SESSION] = SESSION
         folded: dict[tuple[object, ...], Destination] = {}
@@ -371,36 +407,3 @@ def _until_late(items: Iterator[Attributed], supervisor: Supervisor) -> Iterator
         yield item
         if supervisor.top_finished:
             return
-
-
-def connect(token: str, timeout: float = 10.0) -> socket.socket:
-    """A run's connection to its supervisor."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(markers.address(token, MarkVerb.CONTROL))
-    except OSError:
-        sock.close()
-        raise
-    sock.settimeout(None)
-    return sock
-
-
-def read_audit(sock: socket.socket) -> RunAudit:
-    header = _read_exactly(sock, _HEADER.size)
-    (size,) = _HEADER.unpack(header)
-    answer = pickle.loads(_read_exactly(sock, size))
-    if not isinstance(answer, RunAudit):
-        raise ValueError("the supervisor's answer is not a RunAudit")
-    return answer
-
-
-def _read_exactly(sock: socket.socket, size: int) -> bytes:
-    parts, left = [], size
-    while left:
-        part = sock.recv(min(left, _CHUNK))
-        if not part:
-            raise ConnectionError("the supervisor closed the connection")
-        parts.append(part)
-        left -= len(part)
-    return b"".join(parts)

@@ -49,6 +49,7 @@ from typing import IO, Callable, Optional, Union
 
 from .errors import CommandError, TraceError, TracerUnavailable
 from .proctree import kill, stat, tracer_pid, tree
+from .settings import IO_URING_CHOICES
 
 TRACED_SYSCALLS: tuple[str, ...] = (
     "connect", "sendto", "sendmsg", "sendmmsg", "execve", "execveat",
@@ -116,9 +117,6 @@ _POLL = 0.05
 _FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
 _NOTICE = re.compile(r"seccomp filter is requested but|seccomp-bpf .*(disabling|not enabled)", re.I)
 _DENIED = re.compile(r"Operation not permitted|PTRACE_TRACEME")
-#: What to do about io_uring, whose connects no syscall tracer sees (notes §f): report its use
-#: as an incomplete audit, or make ``io_uring_setup`` fail (programs fall back to sockets).
-IO_URING_CHOICES = ("report", "deny")
 _Handler = Union[Callable[[int, Optional[FrameType]], object], int, signal.Handlers, None]
 
 

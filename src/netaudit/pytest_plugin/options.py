@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from ..errors import ConfigError
-from ..rules import Allowlist
-from ..settings import ProjectConfig, Settings, load_project_config, resolve
-from ..trace import IO_URING_CHOICES
+from ..settings import IO_URING_CHOICES, ProjectConfig, Settings, load_project_config, resolve
+
+if TYPE_CHECKING:
+    from ..rules import Allowlist
+
+#: The settings and allowlist, once resolved in this process.
+SETTINGS = pytest.StashKey[tuple[Settings, "Allowlist"]]()
 
 #: Options that only show information: no test runs, so nothing needs tracing.
 _NO_RUN = ("help", "version", "collectonly", "showfixtures", "show_fixtures_per_test",
@@ -24,6 +29,13 @@ def add_options(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="audit the network egress of this session under strace",
+    )
+    group.addoption(
+        "--no-netaudit",
+        action="store_true",
+        default=False,
+        help="do not audit this session, whatever --netaudit in addopts or enabled = true "
+        "in [tool.netaudit] say",
     )
     group.addoption(
         "--netaudit-allowlist",
@@ -89,6 +101,8 @@ def project_config(config: pytest.Config) -> ProjectConfig:
 
 
 def enabled(options: argparse.Namespace, project: ProjectConfig) -> bool:
+    if getattr(options, "no_netaudit", False):
+        return False
     return bool(getattr(options, "netaudit", False)) or project.get("enabled") is True
 
 
