@@ -232,10 +232,14 @@ def test_every_option_and_argument_of_every_command_has_help_text() -> None:
 
 
 def test_the_exit_statuses_are_pytests_own_numbers_for_the_same_outcomes() -> None:
-    assert ExitCode.OK == pytest.ExitCode.OK == status.OK
-    assert ExitCode.VIOLATIONS == pytest.ExitCode.TESTS_FAILED == status.TESTS_FAILED
-    assert ExitCode.INCOMPLETE == pytest.ExitCode.INTERNAL_ERROR == status.INTERNAL_ERROR
-    assert ExitCode.USAGE == pytest.ExitCode.USAGE_ERROR == status.USAGE_ERROR
+    pairs = [
+        (ExitCode.OK, pytest.ExitCode.OK, status.OK),
+        (ExitCode.VIOLATIONS, pytest.ExitCode.TESTS_FAILED, status.TESTS_FAILED),
+        (ExitCode.INCOMPLETE, pytest.ExitCode.INTERNAL_ERROR, status.INTERNAL_ERROR),
+        (ExitCode.USAGE, pytest.ExitCode.USAGE_ERROR, status.USAGE_ERROR),
+    ]
+    for ours, pytests, plugins in pairs:
+        assert int(ours) == int(pytests) == plugins, ours.name
 
 
 @pytest.mark.parametrize(
