@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from .audit import judge
-from .errors import NetauditError
+from .errors import InputError
 from .model import Destination, Endpoint, Verdict
 from .render import json as json_report
 from .render.suggest import ExactRule, exact_rule, printable
@@ -36,7 +36,7 @@ MAX_NAMED = 5
 _UNPARSED = "UNPARSED"
 
 
-class ReportError(NetauditError):
+class ReportError(InputError):
     """A report that cannot be read: unreadable, not JSON, or not a schema we know."""
 
 

@@ -166,7 +166,6 @@ def covered_lines(folder: Path) -> dict[str, list[int]]:
 def test_pytest_cov_writes_the_same_coverage_as_an_unaudited_run(
     pytester: pytest.Pytester, tracer: Tracer, start: str, xdist: list[str]
 ) -> None:
-    pytest.importorskip("pytest_cov")
     (pytester.path / "pkg").mkdir()
     (pytester.path / "pkg" / "__init__.py").write_text("")
     (pytester.path / "pkg" / "mod.py").write_text(COVERED)
