@@ -13,15 +13,13 @@ import contextlib
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from . import markers
-from .errors import AllowlistError, ConfigError, NetauditError, TracerUnavailable
-from .outcome import Kind, judge_run
-from .render import text
-from .settings import Settings
-from .status import INTERNAL_ERROR, USAGE_ERROR, with_outcome
-from .supervisor import Supervisor
-from .trace import find_tracer
+from .errors import NetauditError, TracerUnavailable
+from .status import INTERNAL_ERROR, USAGE_ERROR
+
+if TYPE_CHECKING:
+    from .supervisor import Supervisor
 
 #: The advice every error that stops an audited session ends with.
 HOW_TO_SKIP = "to run the tests without the audit, pass --no-netaudit"
@@ -41,19 +39,26 @@ def run_session(
     ``expected``: the session was asked to audit itself, so one that never says so to the
     supervisor (its plugin was not loaded, say) has not been audited, and fails.
     """
+    # Only what starting the session needs is imported before it starts; the rest (reading
+    # the trace, judging) is imported by the supervisor's threads while the session starts.
+    from . import markers
+    from .supervisor import Supervisor
+    from .trace import find_tracer
+
     try:
-        tracer = find_tracer()
+        tracer = find_tracer(probe=False)  # a strace that cannot trace fails before the run
+        for warning in tracer.warnings:
+            _say(f"netaudit: warning: {warning}", err=True)
+        supervisor = Supervisor(tracer, markers.new_run_id(), names=names, io_uring=io_uring)
+        status = supervisor.run(command, env=supervisor.environment(env), cwd=cwd)
     except TracerUnavailable as err:  # worded as pytest words a usage error
         _say(f"ERROR: netaudit cannot trace this session: {err}; {HOW_TO_SKIP}", err=True)
         return USAGE_ERROR
-    for warning in tracer.warnings:
-        _say(f"netaudit: warning: {warning}", err=True)
-    supervisor = Supervisor(tracer, markers.new_run_id(), names=names, io_uring=io_uring)
-    try:
-        status = supervisor.run(command, env=supervisor.environment(env), cwd=cwd)
     except NetauditError as err:
         _say(f"netaudit: error: {err}")
         return INTERNAL_ERROR
+    for warning in supervisor.traced.warnings:
+        _say(f"netaudit: warning: {warning}", err=True)
     return account(supervisor, status, expected=expected)
 
 
@@ -68,6 +73,14 @@ def account(supervisor: Supervisor, status: int, *, expected: bool = True) -> in
     if hello is not None and not hello.audit:
         return status  # the session found nothing to audit (an opt-out, --collect-only...)
     audit, whole = supervisor.leftovers()
+    if not whole and not (audit.destinations or audit.findings or audit.problem):
+        return status  # the usual end: the session reported everything itself
+    from .errors import AllowlistError, ConfigError
+    from .outcome import Kind, judge_run
+    from .render import text
+    from .settings import Settings
+    from .status import with_outcome
+
     settings = Settings.from_wire(hello.settings if hello is not None else {})
     try:
         allowlist = settings.allowlist.load()

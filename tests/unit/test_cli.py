@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from netaudit import status
 from netaudit.cli import build_parser, main
 from netaudit.errors import EXIT_INCOMPLETE, EXIT_USAGE, ExitCode
-from netaudit import status
 from tests.unit.test_allowlist import BAD
 
 EXTERNAL = (

@@ -13,14 +13,15 @@ test case: the case was written when the test ended.
 from __future__ import annotations
 
 from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from ..outcome import judge_run
-from ..render.text import evidence_line, violation_line
-from ..rules import Allowlist
 from .boundaries import Boundaries
 from .link import Link
+
+if TYPE_CHECKING:
+    from ..rules import Allowlist
 
 #: The property each violation becomes, one per (test, destination).
 PROPERTY = "netaudit_violation"
@@ -62,6 +63,9 @@ class Verdicts:
         return report
 
     def _violations(self, item: pytest.Item) -> list[str]:
+        from ..outcome import judge_run
+        from ..render.text import evidence_line, violation_line
+
         test = self.boundaries.tests.get(item.nodeid)
         if test is None:
             return []

@@ -7,22 +7,21 @@ import datetime
 import os
 import platform
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import pytest
 
-from .. import version
-from ..model import MarkVerb, RunInfo
-from ..outcome import Kind, Outcome, judge_run
-from ..protocol import RunAudit
-from ..render import github, text
-from ..render import json as json_report
-from ..rules import Allowlist
-from ..settings import Settings
+from ..markers import MarkVerb
 from ..status import INTERNAL_ERROR, with_outcome, worse
-from ..trace import traced_syscalls
 from .boundaries import Boundaries
 from .link import Link
 from .where import WhereRecorder
+
+if TYPE_CHECKING:
+    from ..outcome import Outcome
+    from ..protocol import RunAudit
+    from ..rules import Allowlist
+    from ..settings import Settings
 
 
 class Reporter:
@@ -64,6 +63,9 @@ class Reporter:
         """Last, so that what other plugins do at the session's finish is in the report."""
         self.where.close()
         self.boundaries.mark(MarkVerb.FINISH)
+        from ..outcome import judge_run  # judging is imported when there is a run to judge
+        from ..render import github
+
         try:
             audit = self.audit = self.link.finish()
         except (OSError, ValueError, EOFError) as err:
@@ -80,6 +82,9 @@ class Reporter:
         session.exitstatus = with_outcome(int(session.exitstatus), outcome.kind)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        from ..outcome import Kind
+        from ..render import github, text
+
         tr = terminalreporter
         if self.outcome is None:
             if self.problem:
@@ -127,6 +132,8 @@ class Reporter:
         return {test: os.path.relpath(root / where, workspace) for test, where in locations.items()}
 
     def _step_summary(self, outcome: Outcome) -> Outcome:
+        from ..render import github
+
         path = os.environ.get(github.ENV_SUMMARY)
         if not path:
             return outcome
@@ -138,6 +145,11 @@ class Reporter:
         return outcome
 
     def _write_report(self, outcome: Outcome, status: int) -> Outcome:
+        from .. import version
+        from ..model import RunInfo
+        from ..render import json as json_report
+        from ..trace import traced_syscalls
+
         assert self.settings.report is not None
         path = self.settings.allowlist.path
         welcome = self.link.welcome
