@@ -60,8 +60,11 @@ _VALUED = frozenset(
 )  # fmt: skip
 #: netaudit's options that take a value.
 _NETAUDIT_VALUED = frozenset(
-    {"--netaudit-allowlist", "--netaudit-report", "--netaudit-io-uring", "--netaudit-keep-trace"}
-)
+    {"--netaudit-allowlist", "--netaudit-report", "--netaudit-io-uring", "--netaudit-keep-trace",
+     "--netaudit-block-errno"}
+)  # fmt: skip
+#: netaudit.BLOCK_ERRNO_CHOICES (not imported: nothing of netaudit is, until the audit is on).
+_BLOCK_ERRNOS = ("EPERM", "ECONNREFUSED", "EACCES", "ENETUNREACH")
 #: Files pytest reads its configuration from, in the order it looks for them in a folder.
 _CONFIG_FILES = (
     "pytest.toml", ".pytest.toml", "pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini",
@@ -73,10 +76,18 @@ _started = False
 
 @dataclass(frozen=True)
 class Plan:
-    """How to trace the session: what strace needs before the session can say it."""
+    """How to trace the session: what strace needs before the session can say it.
+
+    Block mode too: its filter is installed before the command runs, and the supervisor
+    judges the session's first calls before the session has said anything (``allowlist``:
+    the path the plugin will resolve, None for the built-in rules).
+    """
 
     names: bool = False
     io_uring: str = "report"
+    block: bool = False
+    block_errno: str = "EPERM"
+    allowlist: str | None = None
 
 
 class _Unsure(Exception):
@@ -151,7 +162,10 @@ def decide(args: Sequence[str], env: Mapping[str, str], cwd: Path) -> Plan | Non
             raise _Unsure("a --netaudit-* value moves pytest's rootdir")  # the plugin refuses
         ini = _pytest_section(found[0]) if found[0] is not None else {}
         project = _tool_netaudit(found[1]) if found[1] is not None else {}
-        return _plan([*_addopts(ini or {}), *given], project)
+        plan = _plan([*_addopts(ini or {}), *given], project)
+        if plan is not None and plan.block:
+            plan = _with_allowlist(plan, [*_addopts(ini or {}), *given], found[1], cwd)
+        return plan
     except _Unsure:
         return None
 
@@ -271,6 +285,9 @@ def _plan(tokens: Sequence[str], project: Mapping[str, object]) -> Plan | None:
     flag = opted_out = False
     names = project.get("names") is True
     io_uring = project.get("io_uring", "report")
+    io_uring_given = "io_uring" in project
+    block = project.get("block") is True
+    block_errno = project.get("block_errno", "EPERM")
     for i, token in enumerate(tokens):
         following = tokens[i + 1] if i + 1 < len(tokens) else ""
         option, _, value = token.partition("=")
@@ -288,11 +305,41 @@ def _plan(tokens: Sequence[str], project: Mapping[str, object]) -> Plan | None:
             names = True
         elif option == "--netaudit-io-uring":
             io_uring = value or following
+            io_uring_given = True
+        elif token == "--netaudit-block":
+            block = True
+        elif option == "--netaudit-block-errno":
+            block_errno = value or following
     if opted_out or not (flag or project.get("enabled") is True):
         return None
-    if io_uring not in ("report", "deny"):
+    if io_uring not in ("report", "deny") or block_errno not in _BLOCK_ERRNOS:
         raise _Unsure("io_uring")  # the plugin says what is wrong with it
+    if block and io_uring != "deny" and io_uring_given:
+        raise _Unsure("block mode with io_uring report")  # the plugin refuses it
+    if block:
+        return Plan(names=names, io_uring="deny", block=True, block_errno=str(block_errno))
     return Plan(names=names, io_uring=str(io_uring))
+
+
+def _with_allowlist(plan: Plan, tokens: Sequence[str], pyproject: Path | None, cwd: Path) -> Plan:
+    """The allowlist the plugin will resolve, resolved by the same code (netaudit.settings:
+    imported only for block mode, which judges calls before the session starts)."""
+    from dataclasses import replace
+
+    flag = None
+    for i, token in enumerate(tokens):
+        option, sep, value = token.partition("=")
+        if option == "--netaudit-allowlist":
+            flag = value if sep else (tokens[i + 1] if i + 1 < len(tokens) else None)
+    from netaudit.errors import ConfigError
+    from netaudit.settings import ProjectConfig, load_project_config, resolve_allowlist
+
+    try:
+        config = load_project_config(pyproject) if pyproject is not None else ProjectConfig()
+        path = resolve_allowlist(flag, config, cwd).path
+    except ConfigError as err:
+        raise _Unsure(str(err)) from err  # the plugin says what is wrong with it
+    return replace(plan, allowlist=None if path is None else str(path))
 
 
 def _supervise(argv: Sequence[str], plan: Plan) -> None:
@@ -301,6 +348,7 @@ def _supervise(argv: Sequence[str], plan: Plan) -> None:
     status = 3
     try:
         from netaudit.launch import run_session
+        from netaudit.supervisor import BlockPlan
 
         command = [sys.executable, *argv[1:]]
         status = run_session(
@@ -309,6 +357,7 @@ def _supervise(argv: Sequence[str], plan: Plan) -> None:
             env=os.environ,
             names=plan.names,
             io_uring=plan.io_uring,
+            block=BlockPlan(plan.block_errno, plan.allowlist) if plan.block else None,
         )
     except KeyboardInterrupt:
         status = 130

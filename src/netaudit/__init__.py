@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 
-__all__ = ["ENV_RUN", "ENV_SUPERVISOR", "IO_URING_CHOICES", "__version__", "version"]
+__all__ = [
+    "BLOCK_ERRNO_CHOICES", "ENV_RUN", "ENV_SUPERVISOR", "IO_URING_CHOICES", "__version__",
+    "version",
+]  # fmt: skip
 
 #: Set in a traced session's environment: its supervisor's token (a secret: the control
 #: socket's name), and the id of the run the supervisor started the session for. Here, where
@@ -14,6 +17,9 @@ ENV_RUN = "NETAUDIT_RUN"
 #: What to do about io_uring, whose connects no syscall tracer sees (notes §f): report its use
 #: as an incomplete audit, or make ``io_uring_setup`` fail (programs fall back to sockets).
 IO_URING_CHOICES = ("report", "deny")
+#: How a call block mode refuses fails (``--netaudit-block-errno``): EPERM first, a
+#: PermissionError that no retry loop spins on (ECONNREFUSED makes wait-for-port loops spin).
+BLOCK_ERRNO_CHOICES = ("EPERM", "ECONNREFUSED", "EACCES", "ENETUNREACH")
 
 
 @functools.cache

@@ -86,6 +86,10 @@ class Lineage:
         self._started: dict[tuple[int, int], list[tuple[str, bool, str]]] = {}
         #: pid -> address -> the names its latest DNS answer gave, oldest answer first.
         self._answers: dict[int, dict[str, tuple[str, ...]]] = {}
+        #: Tasks placed before any clone named them (see ``expect``): tid -> (parent, thread).
+        self._expected: dict[int, tuple[int | None, bool]] = {}
+        #: Tasks placed that way whose clone line has not come yet.
+        self._placed: set[int] = set()
 
     def attribute(self, records: Iterable[Record]) -> Iterator[Attributed]:
         """Yields an event per network call and a finding per hazard, in stream order, and
@@ -123,7 +127,9 @@ class Lineage:
     def _take(self, record: Record) -> Iterator[Attributed]:
         tid = record.parent if isinstance(record, Spawn) else record.tid
         if tid not in self._pid_of:
-            if not self._pid_of:
+            if tid in self._expected:
+                yield from self._place(tid)
+            elif not self._pid_of:
                 self._adopt_orphan(tid)
             else:
                 self._hold(tid, record)
@@ -266,6 +272,12 @@ class Lineage:
         self._process[tid] = Process(pid=tid, parent=None, program=UNKNOWN_PROGRAM)
 
     def _spawn(self, spawn: Spawn) -> Iterator[Attributed]:
+        if spawn.child in self._placed:  # placed from /proc already: it may have moved since
+            self._placed.discard(spawn.child)
+            return
+        yield from self._born(spawn)
+
+    def _born(self, spawn: Spawn) -> Iterator[Attributed]:
         parent = self._process[self._pid_of[spawn.parent]]
         if spawn.thread:
             self._pid_of[spawn.child] = parent.pid
@@ -287,6 +299,45 @@ class Lineage:
         old = self._process[pid]
         program = os.path.basename(exec_.path) or exec_.path or UNKNOWN_PROGRAM
         self._process[pid] = Process(pid=pid, parent=old.parent, program=program, path=exec_.path)
+
+    # -- live use: the block-mode supervisor asks where a call stands before it answers it --
+
+    def knows(self, tid: int) -> bool:
+        return tid in self._pid_of
+
+    def expect(self, tid: int, parent: int | None, thread: bool) -> None:
+        """Places ``tid`` (as a thread, or a child process, of ``parent``; None: a process of
+        its own) when its next record comes, instead of holding that record for a clone line
+        that may never come first: a task waiting on the supervisor is read from /proc.
+
+        The clone line, when it comes, changes nothing: the task may have moved on since.
+        """
+        self._expected[tid] = (parent, thread)
+
+    def _place(self, tid: int) -> Iterator[Attributed]:
+        parent, thread = self._expected.pop(tid)
+        if parent is not None and parent not in self._pid_of:
+            if parent in self._expected:
+                yield from self._place(parent)
+            else:
+                parent = None
+        self._placed.add(tid)
+        if parent is None:
+            self._adopt_orphan(tid)
+            yield from self._release(tid)
+        else:
+            yield from self._born(Spawn(parent, tid, thread))
+
+    def context(self, call: NetCall) -> tuple[list[tuple[str, bool, str]], tuple[str, ...], bool]:
+        """Where ``call`` of a known task stands now, as ``attribute`` will place it: (test,
+        after_test, run) for each span, the names of its address, and whether it is a probe
+        that only sorts DNS answers (model.PROBE)."""
+        pid = self._pid_of[call.tid]
+        named, names = self._named(call, pid)
+        return self._where(self._chain(pid)), names, named.raw == PROBE
+
+    def process_of(self, tid: int) -> int | None:
+        return self._pid_of.get(tid)
 
 
 def attribute(records: Iterable[Record]) -> Iterator[Attributed]:

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from . import IO_URING_CHOICES, triage, version
+from . import BLOCK_ERRNO_CHOICES, IO_URING_CHOICES, triage, version
 from .audit import audit_lines, audit_log
 from .errors import ConfigError, ExitCode, InputError, NetauditError, TraceError
 from .model import AuditResult, RunInfo
@@ -30,7 +30,7 @@ from .render import github, text
 from .render import json as json_report
 from .rules import DEFAULT
 from .settings import Settings, resolve
-from .trace import TracedRun, find_tracer, tampered, traced_syscalls
+from .trace import TracedRun, Tracer, find_tracer, tampered, traced_syscalls
 
 #: What `--report -` names: the JSON report on standard output.
 STDOUT = "-"
@@ -118,6 +118,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="report: io_uring use fails the audit (its connects are invisible to strace); "
         "deny: io_uring_setup fails with ENOSYS, so programs fall back to plain sockets "
         "(default: [tool.netaudit] io_uring, else report)",
+    )
+    run.add_argument(
+        "--block",
+        action="store_true",
+        default=None,
+        help="block mode: every connect, and every send to an address, that the allowlist does "
+        "not allow fails before anything is sent (with --block-errno), and is reported "
+        "BLOCKED; io_uring is refused (default: [tool.netaudit] block)",
+    )
+    run.add_argument(
+        "--block-errno",
+        choices=BLOCK_ERRNO_CHOICES,
+        default=None,
+        help="how a blocked call fails (default: [tool.netaudit] block_errno, else EPERM: a "
+        "PermissionError that no retry loop spins on)",
     )
     _add_command_options(run)
     run.set_defaults(handler=_run)
@@ -261,16 +276,20 @@ def _run(args: argparse.Namespace) -> int:
             print(f"netaudit: warning: {warning}", file=sys.stderr)
     out = _Output.of(args, people=sys.stderr)
     started = _now()
-    with (
-        _sigterm_exits(),
-        TracedRun(tracer, names=settings.names, io_uring=settings.io_uring) as traced,
-    ):
-        with _command_stdout_to_stderr(out.json_to_stdout):
-            status = traced.run(command)
-        result = audit_log(traced.log_path, allowlist)
-        leftovers = traced.leftover_pids
-        for warning in traced.warnings:
-            print(f"netaudit: warning: {warning}", file=sys.stderr)
+    if settings.block:
+        status, result, traced, problem = _run_blocking(tracer, settings, command, out)
+    else:
+        with (
+            _sigterm_exits(),
+            TracedRun(tracer, names=settings.names, io_uring=settings.io_uring) as traced,
+        ):
+            with _command_stdout_to_stderr(out.json_to_stdout):
+                status = traced.run(command)
+            result = audit_log(traced.log_path, allowlist)
+            for warning in traced.warnings:
+                print(f"netaudit: warning: {warning}", file=sys.stderr)
+        problem = tampered(result.stats.foreign)
+    leftovers = traced.leftover_pids
     if not result.stats.looks_like_strace and traced.interrupted is None:
         # Every traced run logs at least its first exec, unless it was stopped before that.
         raise TraceError("strace wrote no trace: the audit is incomplete")
@@ -286,7 +305,6 @@ def _run(args: argparse.Namespace) -> int:
             "the report covers what ran until then",
             file=sys.stderr,
         )
-    problem = tampered(result.stats.foreign)
     if problem:
         print(f"netaudit: audit incomplete: {problem}", file=sys.stderr)
     run = _run_info(started, settings, command=tuple(command), strace=tracer.version, status=status)
@@ -300,6 +318,28 @@ def _run(args: argparse.Namespace) -> int:
     if traced.interrupted is not None and status:
         verdict = ExitCode.OK  # an interruption's status is never replaced, as pytest's 2
     return _with_command_status(verdict, status)
+
+
+def _run_blocking(
+    tracer: Tracer, settings: Settings, command: list[str], out: _Output
+) -> tuple[int, AuditResult, TracedRun, str]:
+    """``run --block``: the command under the block-mode filter, each call judged as it is
+    made by a supervisor that follows the trace (what it refused is in the trace it keeps)."""
+    from .outcome import judge_run
+    from .supervisor import BlockPlan, Supervisor
+
+    path = settings.allowlist.path
+    plan = BlockPlan(settings.block_errno, None if path is None else str(path))
+    supervisor = Supervisor(
+        tracer, "", names=settings.names, io_uring=settings.io_uring, block=plan
+    )
+    with _sigterm_exits(), _command_stdout_to_stderr(out.json_to_stdout):
+        status = supervisor.run(command, env=os.environ, cwd=os.getcwd())
+    for warning in (*supervisor.traced.warnings, *supervisor.warnings):
+        print(f"netaudit: warning: {warning}", file=sys.stderr)
+    audit, _ = supervisor.leftovers()
+    outcome = judge_run(audit, settings.allowlist.load())
+    return status, outcome.result, supervisor.traced, outcome.problem
 
 
 def _verdict(result: AuditResult, incomplete: bool = False) -> ExitCode:
@@ -470,6 +510,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         suggest_rules=args.suggest_rules,
         names=getattr(args, "names", None),
         io_uring=getattr(args, "io_uring", None),
+        block=getattr(args, "block", None),
+        block_errno=getattr(args, "block_errno", None),
     )
     if args.report == STDOUT:  # the flag wins over a report file named in pyproject.toml
         settings = dataclasses.replace(settings, report=None, report_setting=None)
@@ -557,7 +599,7 @@ def _run_info(
         log=log,
         allowlist=None if settings.allowlist.path is None else str(settings.allowlist.path),
         strace_version=strace,
-        syscalls=traced_syscalls(settings.names) if command else (),
+        syscalls=traced_syscalls(settings.names, settings.block) if command else (),
         exit_status=status,
     )
 

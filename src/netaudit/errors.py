@@ -78,6 +78,13 @@ class TracerUnavailable(TraceError):
     exit_code = ExitCode.USAGE
 
 
+class BlockUnavailable(NetauditError):
+    """Block mode cannot run here (the kernel, the machine, the filter refused); the message
+    says what it needs. Nothing of the command ran."""
+
+    exit_code = ExitCode.USAGE
+
+
 class CommandError(NetauditError):
     """The command to audit cannot be run; the exit codes are a shell's (127, 126)."""
 

@@ -15,11 +15,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from .errors import NetauditError, TracerUnavailable
+from .errors import BlockUnavailable, NetauditError, TracerUnavailable
 from .status import INTERNAL_ERROR, USAGE_ERROR
 
 if TYPE_CHECKING:
-    from .supervisor import Supervisor
+    from .supervisor import BlockPlan, Supervisor
 
 #: The advice every error that stops an audited session ends with.
 HOW_TO_SKIP = "to run the tests without the audit, pass --no-netaudit"
@@ -32,10 +32,12 @@ def run_session(
     env: Mapping[str, str],
     names: bool = False,
     io_uring: str = "report",
+    block: BlockPlan | None = None,
     expected: bool = True,
 ) -> int:
     """Runs the session under strace and returns the status the user should see.
 
+    ``block``: the command runs under block mode's filter (supervisor.BlockPlan).
     ``expected``: the session was asked to audit itself, so one that never says so to the
     supervisor (its plugin was not loaded, say) has not been audited, and fails.
     """
@@ -49,15 +51,24 @@ def run_session(
         tracer = find_tracer(probe=False)  # a strace that cannot trace fails before the run
         for warning in tracer.warnings:
             _say(f"netaudit: warning: {warning}", err=True)
-        supervisor = Supervisor(tracer, markers.new_run_id(), names=names, io_uring=io_uring)
+        supervisor = Supervisor(
+            tracer, markers.new_run_id(), names=names, io_uring=io_uring, block=block
+        )
         status = supervisor.run(command, env=supervisor.environment(env), cwd=cwd)
     except TracerUnavailable as err:  # worded as pytest words a usage error
         _say(f"ERROR: netaudit cannot trace this session: {err}; {HOW_TO_SKIP}", err=True)
         return USAGE_ERROR
+    except BlockUnavailable as err:
+        _say(
+            f"ERROR: netaudit cannot block in this session: {err}; to audit without "
+            f"blocking, leave out --netaudit-block; {HOW_TO_SKIP}",
+            err=True,
+        )
+        return USAGE_ERROR
     except NetauditError as err:
         _say(f"netaudit: error: {err}")
         return INTERNAL_ERROR
-    for warning in supervisor.traced.warnings:
+    for warning in (*supervisor.traced.warnings, *supervisor.warnings):
         _say(f"netaudit: warning: {warning}", err=True)
     return account(supervisor, status, expected=expected)
 

@@ -124,6 +124,8 @@ class HazardKind(str, enum.Enum):
     CLONE_UNTRACED = "clone_untraced"
     #: A seccomp filter with a user-notification listener: calls it catches skip ptrace.
     SECCOMP_NOTIFY = "seccomp_notify"
+    #: The same, refused (EBUSY): block mode's own listener holds the tree.
+    SECCOMP_REFUSED = "seccomp_refused"
     #: A packet socket bound to an interface: its send() carries no address to judge.
     RAW_PACKET = "raw_packet"
 
@@ -187,6 +189,10 @@ PROBE = "resolved"
 #: ``NetCall.raw`` (and ``Destination.raw``) of a DNS query: this prefix, its type and name
 #: (``dns AAAA api.example.com``); the call's destination is the resolver it went to.
 DNS_QUERY = "dns "
+
+#: The first word of the result of a call block mode refused (``BLOCKED EPERM``): the call
+#: failed with that errno before anything was sent.
+BLOCKED = "BLOCKED"
 
 #: What the parser yields, in log order.
 Record = Union[NetCall, Spawn, Exec, Hazard, Mark, Started, Resolved]
@@ -274,6 +280,11 @@ class Destination:
         return "dns_query" if self.raw.startswith(DNS_QUERY) else "connection"
 
     @property
+    def blocked(self) -> int:
+        """How many of the calls block mode refused."""
+        return sum(n for result, n in self.results if result.startswith(BLOCKED))
+
+    @property
     def query(self) -> tuple[str, str] | None:
         """A DNS query's (type, name)."""
         if self.endpoint is None or not self.raw.startswith(DNS_QUERY):
@@ -305,6 +316,9 @@ class Finding:
             HazardKind.IO_URING: "io_uring used",
             HazardKind.CLONE_UNTRACED: "an untraced child (CLONE_UNTRACED) started",
             HazardKind.SECCOMP_NOTIFY: "a seccomp user-notification filter installed",
+            HazardKind.SECCOMP_REFUSED: (
+                "a seccomp user-notification filter refused (block mode holds the tree's)"
+            ),
             HazardKind.RAW_PACKET: "a raw packet socket (AF_PACKET) bound to an interface",
         }[self.kind]
         return f"audit incomplete: {what} by pid {self.pid} ({self.program})"

@@ -24,6 +24,7 @@ from .model import (
     AF_INET,
     AF_UNIX,
     AF_UNSPEC,
+    BLOCKED,
     DNS_QUERY,
     Endpoint,
     Exec,
@@ -401,8 +402,11 @@ class Parser:
             return _exec(name, args, tid, time, n)
         if name == "io_uring_setup" and ok:
             return [Hazard(HazardKind.IO_URING, tid, time, n, raw)]
-        if name == "seccomp" and ok and "SECCOMP_FILTER_FLAG_NEW_LISTENER" in args:
-            return [Hazard(HazardKind.SECCOMP_NOTIFY, tid, time, n, raw)]
+        if name == "seccomp" and "SECCOMP_FILTER_FLAG_NEW_LISTENER" in args:
+            if ok:
+                return [Hazard(HazardKind.SECCOMP_NOTIFY, tid, time, n, raw)]
+            if result == "EBUSY":  # a listener holds the tree already: block mode's
+                return [Hazard(HazardKind.SECCOMP_REFUSED, tid, time, n, raw)]
         if name == "bind" and result == "0" and "sa_family=AF_PACKET" in args:
             return [Hazard(HazardKind.RAW_PACKET, tid, time, n, raw)]
         return []
@@ -618,8 +622,14 @@ def _split_result(body: str) -> tuple[str, str]:
     return (body[:-1] if body.endswith(")") else body), "?"
 
 
+#: What the block-mode supervisor writes after the result of a call it refused (egress.py).
+BLOCKED_MARK = "(BLOCKED)"
+
+
 def _result_of(tail: str) -> str:
     words = tail.split()
+    if words and words[-1] == BLOCKED_MARK:
+        return f"{BLOCKED} {_result_of(' '.join(words[:-1]))}"
     if words and words[-1].startswith("<") and words[-1].endswith(">"):  # -T duration
         words.pop()
     if not words:

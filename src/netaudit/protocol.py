@@ -141,6 +141,11 @@ class Welcome:
     #: How strace was started: with DNS payloads (names), and what it does about io_uring.
     names: bool = False
     io_uring: str = "report"
+    #: Block mode: whether the command runs under the filter, how refused calls fail, and
+    #: the allowlist the supervisor judges them by (the run checks it is its own).
+    block: bool = False
+    block_errno: str = ""
+    allowlist: str | None = None
 
 
 @dataclass(frozen=True)

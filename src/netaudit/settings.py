@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union, cast
 
-from . import IO_URING_CHOICES
+from . import BLOCK_ERRNO_CHOICES, IO_URING_CHOICES
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -33,6 +33,9 @@ KEYS: dict[str, type] = {
     "junit_failures": bool,
     "names": bool,
     "io_uring": str,
+    "block": bool,
+    "block_errno": str,
+    "fail_tests": bool,
 }
 
 Value = Union[bool, str]
@@ -220,6 +223,13 @@ class Settings:
     junit_failures: bool = False
     #: io_uring: "report" its use as an incomplete audit, or "deny" it (ENOSYS).
     io_uring: str = "report"
+    #: Block mode: every call the allowlist does not allow fails before anything is sent,
+    #: with ``block_errno`` (docs/pytest-plugin.md, "Block mode"). Implies ``fail_tests`` and
+    #: io_uring "deny".
+    block: bool = False
+    block_errno: str = "EPERM"
+    #: Each test's calls judged as it ends, and the test failed for its violations.
+    fail_tests: bool = False
 
     def check_report(self) -> None:
         if self.report is not None:
@@ -228,15 +238,23 @@ class Settings:
     def to_wire(self) -> dict[str, Any]:
         """What a supervisor needs to judge a run's calls after the run's own report."""
         path = self.allowlist.path
-        return {"allowlist": None if path is None else str(path), "verbose": self.verbose}
+        return {
+            "allowlist": None if path is None else str(path),
+            "verbose": self.verbose,
+            "block": self.block,
+            "block_errno": self.block_errno,
+        }
 
     @classmethod
     def from_wire(cls, wire: dict[str, Any]) -> Settings:
         path = wire.get("allowlist")
         choice = AllowlistChoice(Path(path), "the session's") if isinstance(path, str) else None
+        errno = wire.get("block_errno")
         return cls(
             allowlist=choice or AllowlistChoice(None, "built-in"),
             verbose=wire.get("verbose") is True,
+            block=wire.get("block") is True,
+            block_errno=errno if errno in BLOCK_ERRNO_CHOICES else "EPERM",
         )
 
 
@@ -251,10 +269,14 @@ def resolve(
     config: ProjectConfig | None = None,
     junit_failures: bool | None = None,
     io_uring: str | None = None,
+    block: bool | None = None,
+    block_errno: str | None = None,
+    fail_tests: bool | None = None,
 ) -> Settings:
     """Resolves flags (None = not given) against ``config`` (default: the nearest pyproject)."""
     if config is None:
         config = load_project_config(find_pyproject(cwd))
+    blocking = block if block is not None else bool(config.get("block"))
     return Settings(
         allowlist=resolve_allowlist(allowlist, config, cwd),
         verbose=verbose if verbose is not None else bool(config.get("verbose")),
@@ -267,8 +289,41 @@ def resolve(
             junit_failures if junit_failures is not None else bool(config.get("junit_failures"))
         ),
         names=names if names is not None else bool(config.get("names")),
-        io_uring=io_uring if io_uring is not None else _io_uring(config),
+        io_uring=_blocking_io_uring(io_uring, config)
+        if blocking
+        else (io_uring if io_uring is not None else _io_uring(config)),
+        block=blocking,
+        block_errno=block_errno if block_errno is not None else _block_errno(config),
+        fail_tests=blocking
+        or (fail_tests if fail_tests is not None else bool(config.get("fail_tests"))),
     )
+
+
+def _blocking_io_uring(flag: str | None, config: ProjectConfig) -> str:
+    """Block mode refuses io_uring (a ring's connects are no system calls to judge): "deny",
+    and an explicit "report" is a contradiction to say, not to settle silently."""
+    value = flag if flag is not None else config.get("io_uring")
+    if value == "report":
+        where = (None, None) if flag is not None else config.where("io_uring") or (None, None)
+        raise ConfigError(
+            "block mode refuses io_uring (io_uring_setup fails with ENOSYS): io_uring "
+            "'report' contradicts it; leave io_uring unset, or set it to 'deny'",
+            *where,
+        )
+    return "deny"
+
+
+def _block_errno(config: ProjectConfig) -> str:
+    value = config.get("block_errno")
+    if value is None:
+        return "EPERM"
+    if value not in BLOCK_ERRNO_CHOICES:
+        choices = ", ".join(BLOCK_ERRNO_CHOICES)
+        raise ConfigError(
+            f"[tool.netaudit] block_errno must be one of {choices}, not {value!r}",
+            *(config.where("block_errno") or (None, None)),
+        )
+    return str(value)
 
 
 def _io_uring(config: ProjectConfig) -> str:

@@ -8,6 +8,10 @@ and any ``pytest --netaudit`` a test starts) connects there, says which run it d
 the table of its tests as they start, and at its end asks for its part of the trace. Because
 the run puts a FINISH marker in the trace before it asks, and a traced process only goes on
 once strace has written its line, the answer covers everything the run did up to that point.
+
+In block mode (``block``) the command runs under a seccomp filter whose listener the reader
+thread holds: each egress call waits for it to be judged, answered and written into the stream
+between two reads of the log (block.py).
 """
 
 from __future__ import annotations
@@ -20,16 +24,19 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import ENV_RUN, ENV_SUPERVISOR, markers
-from .errors import TraceError
+from .errors import BlockUnavailable, TraceError
 from .markers import SESSION, MarkVerb
 from .trace import TracedRun, Tracer, has_hole, tampered
 
 if TYPE_CHECKING:
-    from .attribute import Attributed
+    from .attribute import Attributed, Lineage
     from .audit import Folder
+    from .block import Blocker
     from .model import Destination, Finding, Mark
     from .parse import Parser
+    from .policy import TestPolicy
     from .protocol import Ask, Hello, Message, RunAudit, TableEntry, Welcome
+    from .seccomp import Listener, Notification
 
 
 _POLL = 0.005
@@ -57,6 +64,15 @@ class _Pipeline(NamedTuple):
         return cls(Parser(), Folder(), Folder())
 
 
+class BlockPlan(NamedTuple):
+    """Block mode, as the command is started: how a refused call fails (an errno's name), and
+    the allowlist calls are judged by (a path; None: the built-in rules). The run's own
+    settings must say the same (the run checks its Welcome)."""
+
+    errno: str = "EPERM"
+    allowlist: str | None = None
+
+
 class _Run:
     """What the supervisor knows of one run (mutable: it learns as the run talks)."""
 
@@ -81,17 +97,39 @@ class Supervisor:
         *,
         names: bool = False,
         io_uring: str = "report",
+        block: BlockPlan | None = None,
     ) -> None:
         self.tracer = tracer
         self.run_id = run
         self.token = markers.new_run_id() + markers.new_run_id()
+        #: Block mode: the plan, and this end of the socket the shim hands the listener on.
+        self.block = block
+        self._handover: socket.socket | None = None
+        shim_end = None
+        if block is not None:
+            from . import seccomp
+
+            why = seccomp.unsupported()
+            if why:
+                raise BlockUnavailable(why)
+            import errno as errnos
+
+            self._handover, theirs = socket.socketpair()
+            shim_end = (theirs.detach(), seccomp.egress_program(getattr(errnos, block.errno)))
         self.traced = traced or TracedRun(
             tracer,
             strace_cpu=_one_cpu(),
             strace_nice=STRACE_NICE,
             names=names,
             io_uring=io_uring,
+            block=shim_end,
         )
+        #: Notices for the user (a kernel without WAIT_KILLABLE_RECV), said after the run.
+        self.warnings: list[str] = []
+        self._blocker: Blocker | None = None
+        self._block_failure = ""
+        self._shim_pid = -1
+        self._live: dict[str, tuple[str, TestPolicy | None]] = {}
         self._cond = threading.Condition()
         self._runs: dict[str, _Run] = {run: _Run()}
         self._pipe: _Pipeline | None = None
@@ -138,16 +176,21 @@ class Supervisor:
                     )
                 finally:
                     self._done.set()
+                    self._poke()
                     for thread in self._threads[1:]:
                         thread.join()
                     with self._cond:
                         self._cut()  # while the log is still there
+                    if self._block_failure:
+                        raise BlockUnavailable(self._block_failure)
             finally:
                 with contextlib.suppress(OSError):  # wakes the accept() close() would not
                     server.shutdown(socket.SHUT_RDWR)
                 server.close()
                 for thread in self._threads[:1]:
                     thread.join()
+                if self._handover is not None:
+                    self._handover.close()
 
     def _start(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -161,18 +204,135 @@ class Supervisor:
             from . import protocol  # noqa: F401 - for the first run's hello, answered at once
             from .attribute import Lineage
 
-            lineage = Lineage(root=(self.run_id, SESSION))
+            # A command that is not a test session (netaudit run) has no run: no tests.
+            lineage = Lineage(root=(self.run_id, SESSION if self.run_id else ""))
+            if self._handover is not None:
+                listener = self._take_listener()
+                if listener is None:
+                    return  # the command never ran: the run says why
+                self._blocker = self._blocking(listener, lineage)
             with self._cond:
                 pipe = self._pipe = _Pipeline.make()
                 items = lineage.attribute(pipe.parser.records(self._follow()))
+                if self._blocker is not None:
+                    items = _without_shim_filter(items, self._shim_pid)
                 pipe.folder.feed(_until_late(items, self), self._on_mark)
                 pipe.late.feed(items)
         except Exception as exc:  # any failure here makes the audit incomplete
             self._failure = f"reading the trace failed: {exc!r}"
         finally:
+            if self._blocker is not None:
+                self._blocker.close()
             with self._cond:
                 self._consumed = True
                 self._cond.notify_all()
+
+    # -- block mode -----------------------------------------------------------------------
+
+    def _take_listener(self) -> Listener | None:
+        """The filter's listener, from the shim that installed it (it waits for our "k"
+        before it runs the command: without it, it never does)."""
+        from . import seccomp
+
+        assert self._handover is not None
+        said = b""
+        while not said.endswith(b"\n"):
+            part = self._handover.recv(256)
+            if not part:
+                return None  # strace never ran the shim: the run reports why
+            said += part
+        if said.startswith(b"!"):
+            self._block_failure = (
+                f"the block-mode filter could not be installed: {said[1:].decode().strip()}"
+            )
+            return None
+        pid, fd, flags = (int(word) for word in said.split())
+        try:
+            listener = seccomp.Listener.take(pid, fd)
+            sizes = seccomp.notif_sizes()
+        except OSError as err:
+            self._block_failure = f"cannot take the filter's listener from its process: {err}"
+            return None
+        if sizes != seccomp.NOTIF_SIZES:
+            listener.close()
+            self._block_failure = f"the kernel's seccomp notification sizes are {sizes}"
+            return None
+        if not flags & seccomp.FLAG_WAIT_KILLABLE_RECV:
+            need = ".".join(str(n) for n in seccomp.KILLABLE_KERNEL)
+            self.warnings.append(
+                f"this kernel lacks SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux {need}): a "
+                "program that takes many signals may retry a call block mode is judging"
+            )
+        listener.wake_synchronously()
+        self._shim_pid = pid
+        self._handover.sendall(b"k")
+        return listener
+
+    def _blocking(self, listener: Listener, lineage: Lineage) -> Blocker:
+        import errno as errnos
+        from pathlib import Path
+
+        from .block import Blocker
+        from .errors import ConfigError
+        from .rules import DEFAULT
+        from .settings import AllowlistChoice
+
+        assert self.block is not None
+        path = self.block.allowlist
+        try:
+            allowlist = DEFAULT if path is None else AllowlistChoice(Path(path), "").load()
+        except ConfigError:  # the run refuses it itself, as a usage error: until then, strict
+            allowlist = DEFAULT
+        return Blocker(
+            listener,
+            lineage,
+            allowlist,
+            deny=getattr(errnos, self.block.errno),
+            run=self.run_id,
+            test_of=self._live_test,
+            names=self.traced.names,
+        )
+
+    def _live_test(self, key: str) -> tuple[str, TestPolicy | None]:
+        """The nodeid and marker policy of a test key of the top run, for a call being judged
+        (the reader thread, with the condition held). A run writes a test's table line
+        before the test begins, on its own connection: it may still be read."""
+        if key in ("", SESSION):
+            return key, None
+        found = self._live.get(key)
+        if found is not None:
+            return found
+        run = self._runs[self.run_id]
+        where = _split(key)
+        self._cond.wait_for(lambda: where in run.tests or run.talking <= 0, timeout=_NAME_WAIT)
+        entry = run.tests.get(where)
+        if entry is None:
+            return f"<unnamed test {key}>", None  # judged without its rules: stricter
+        nodeid, location = entry
+        policy = None
+        wire = run.policies.get(nodeid)
+        if wire is not None:
+            from .errors import AllowlistError
+            from .policy import policies
+
+            with contextlib.suppress(AllowlistError):  # checked where the test ran
+                policy = policies([(nodeid, wire)], {nodeid: location})[nodeid]
+        self._live[key] = (nodeid, policy)
+        return self._live[key]
+
+    def _next_call(self) -> Notification | None:
+        """Waits (with the condition let go) for a call to judge, more of the log, or a run's
+        question."""
+        assert self._blocker is not None
+        self._cond.release()
+        try:
+            return self._blocker.wait(_POLL)
+        finally:
+            self._cond.acquire()
+
+    def _poke(self) -> None:
+        if self._blocker is not None:
+            self._blocker.poke()
 
     def _follow(self) -> Iterator[str]:
         """The log's lines as strace writes them, until strace is gone and all is read.
@@ -185,8 +345,10 @@ class Supervisor:
             if self._done.is_set():
                 return
             self._cond.wait(_POLL)
+        blocker = self._blocker
         with open(path, "rb") as log:
             rest = b""
+            call: Notification | None = None
             while True:
                 chunk = log.read(_CHUNK)
                 if chunk:
@@ -197,11 +359,27 @@ class Supervisor:
                     for line in lines:
                         yield line.decode("utf-8", "surrogateescape") + "\n"
                     continue
+                if blocker is not None:
+                    if call is not None:  # the log is read to its end: now the call's turn
+                        for synthetic in blocker.handle(call):
+                            self._lines += 1
+                            yield synthetic
+                        call = None
+                        self._failure = self._failure or blocker.failure
+                        continue
+                    done = blocker.drain()
+                    if done:
+                        self._lines += len(done)
+                        yield from done
+                        continue
                 if self._done.is_set():
                     break
                 self._caught_up += 1
                 self._cond.notify_all()
-                self._cond.wait(_POLL)
+                if blocker is None:
+                    self._cond.wait(_POLL)
+                else:
+                    call = self._next_call()
             if rest:
                 self._lines += 1
                 yield rest.decode("utf-8", "surrogateescape")
@@ -285,6 +463,9 @@ class Supervisor:
             strace_cpu=self.traced.strace_cpu,
             names=self.traced.names,
             io_uring=self.traced.io_uring,
+            block=self.block is not None,
+            block_errno=self.block.errno if self.block is not None else "",
+            allowlist=self.block.allowlist if self.block is not None else None,
         )
 
     def _greet(self, hello: Hello) -> _Run:
@@ -324,6 +505,7 @@ class Supervisor:
             entry = self._runs.setdefault(run, _Run())
             asked = self._caught_up
             self._cond.notify_all()
+            self._poke()
             self._cond.wait_for(
                 lambda: entry.finished or self._consumed or self._caught_up >= asked + 2
             )
@@ -351,6 +533,7 @@ class Supervisor:
         with self._cond:
             asked = self._caught_up
             self._cond.notify_all()
+            self._poke()
             self._cond.wait_for(lambda: self._consumed or self._caught_up > asked)
             pipe = self._piped()
             problem = self._failure or tampered(pipe.parser.stats.foreign)
@@ -375,7 +558,7 @@ class Supervisor:
         entry = self._runs[run]
         tests = entry.tests
         wanted = {d.test for d in destinations} | {f.test for f in findings}
-        keys = {key for key in wanted if key != SESSION}
+        keys = {key for key in wanted if key not in (SESSION, "")}
         self._cond.wait_for(
             lambda: entry.talking <= 1 or all(_split(key) in tests for key in keys),
             timeout=_NAME_WAIT,
@@ -387,6 +570,7 @@ class Supervisor:
 
         names = {key: tests.get(_split(key), (f"<unnamed test {key}>", ""))[0] for key in keys}
         names[SESSION] = SESSION
+        names[""] = ""
         folded: dict[tuple[object, ...], Destination] = {}
         for d in destinations:
             d = replace(d, test=names.get(d.test, d.test))
@@ -439,6 +623,17 @@ def _one_cpu() -> int | None:
 def _split(key: str) -> tuple[str, int]:
     worker, _, test = key.rpartition(":")
     return worker, int(test) if test.isdigit() else -1
+
+
+def _without_shim_filter(items: Iterator[Attributed], shim: int) -> Iterator[Attributed]:
+    """The stream without the block-mode filter's own installation (the shim's seccomp call,
+    before it runs the command): under that filter no other listener can be installed."""
+    from .model import Finding, HazardKind
+
+    for item in items:
+        if type(item) is Finding and item.kind is HazardKind.SECCOMP_NOTIFY and item.pid == shim:
+            continue
+        yield item
 
 
 def _until_late(items: Iterator[Attributed], supervisor: Supervisor) -> Iterator[Attributed]:

@@ -64,22 +64,49 @@ NAMES_SYSCALLS: tuple[str, ...] = ("recvfrom", "recvmsg")
 NAMES_OPTIONS: tuple[str, ...] = ("-yy", "-x", "-s", "512")
 
 
-def traced_syscalls(names: bool) -> tuple[str, ...]:
-    return TRACED_SYSCALLS + NAMES_SYSCALLS if names else TRACED_SYSCALLS
+#: In block mode the egress calls go to the supervisor, not strace (seccomp.py): strace could
+#: not see them anyway (the filter's answer outranks its own), and would only duplicate them
+#: in a new task's first moments. ``sendto`` stays with ``names``: a send on a connected socket
+#: (never notified) can be a DNS query.
+BLOCK_SYSCALLS: tuple[str, ...] = tuple(
+    name for name in TRACED_SYSCALLS if name not in ("connect", "sendto", "sendmsg", "sendmmsg")
+)
+
+
+def traced_syscalls(names: bool, block: bool = False) -> tuple[str, ...]:
+    base = BLOCK_SYSCALLS if block else TRACED_SYSCALLS
+    if not names:
+        return base
+    return (*base, "sendto", *NAMES_SYSCALLS) if block else base + NAMES_SYSCALLS
 
 
 #: The first line of the shim's script, so the shim's execve can be recognised in a log.
 SHIM_TAG = "#netaudit-shim"
 _SHIM = SHIM_TAG + """
 import ctypes, os, signal, sys
-fd, lc, cpus, nice, cmd = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+fd, lc, cpus, nice, block, cmd = int(sys.argv[1]), *sys.argv[2:6], sys.argv[6:]
 os.dup2(fd, 2); os.close(fd)
-tracer = os.getppid(); ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+libc = ctypes.CDLL(None, use_errno=True); libc.syscall.restype = ctypes.c_long
+tracer = os.getppid(); libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 if os.getppid() != tracer: os._exit(137)
 if cpus != "-": os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
 if nice != "-": os.setpriority(os.PRIO_PROCESS, 0, int(nice))
 signal.signal(signal.SIGPIPE, signal.SIG_DFL); signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
 os.environ.pop("LC_CTYPE", None) if lc == "-" else os.environ.update(LC_CTYPE=lc[1:])
+if block != "-":  # block mode: the filter, and its listener to the supervisor (seccomp.py)
+    sock, code = block.split(":"); sock = int(sock); code = bytes.fromhex(code)
+    class Prog(ctypes.Structure): _fields_ = [("len", ctypes.c_ushort), ("code", ctypes.c_char_p)]
+    libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS (strace --seccomp-bpf set it already)
+    prog = Prog(len(code) // 8, code)
+    for flags in (8 | 32, 8):  # NEW_LISTENER | WAIT_KILLABLE_RECV (5.19+), else NEW_LISTENER
+        listener = libc.syscall(317, 1, flags, ctypes.byref(prog))
+        if listener >= 0 or ctypes.get_errno() != 22: break
+    if listener < 0:
+        e = ctypes.get_errno(); os.write(sock, f"! {os.strerror(e)} (errno {e})\\n".encode())
+        os._exit(126)
+    os.write(sock, f"{os.getpid()} {listener} {flags}\\n".encode())
+    taken = os.read(sock, 1); os.close(listener); os.close(sock)
+    if taken != b"k": os._exit(126)  # no supervisor holds the listener: never run unjudged
 try: os.execvp(cmd[0], cmd)
 except OSError as e:
     sys.stderr.write(f"netaudit: cannot run {cmd[0]}: {e.strerror}\\n")
@@ -217,14 +244,16 @@ def strace_argv(
     tracer: Tracer,
     log_path: str,
     command: Sequence[str],
-    syscalls: Sequence[str] = TRACED_SYSCALLS,
+    syscalls: Sequence[str] | None = None,
     *,
     names: bool = False,
     io_uring: str = "report",
+    block: bool = False,
 ) -> list[str]:
     """The strace command line; ``log_path`` must be absolute (``|cmd`` would be a pipe).
 
-    ``names`` adds what reading DNS needs (NAMES_SYSCALLS, NAMES_OPTIONS).
+    ``syscalls`` defaults to ``traced_syscalls(names, block)``; ``names`` adds what reading DNS
+    needs (NAMES_SYSCALLS to any set, NAMES_OPTIONS).
     ``io_uring="deny"`` makes every ``io_uring_setup`` fail with ENOSYS, as on a kernel
     without io_uring: no ring, so no connect strace cannot see. The log still shows each
     attempt, marked ``(INJECTED)``.
@@ -233,6 +262,8 @@ def strace_argv(
         raise ValueError(f"log path must be absolute: {log_path!r}")
     if not command:
         raise ValueError("no command to trace")
+    if syscalls is None:
+        syscalls = traced_syscalls(names, block)
     if not syscalls or not all(re.fullmatch(r"[a-z0-9_]+", name) for name in syscalls):
         raise ValueError(f"syscalls must be plain syscall names: {list(syscalls)}")
     if io_uring not in IO_URING_CHOICES:
@@ -302,8 +333,12 @@ class TracedRun:
         strace_nice: int | None = None,
         names: bool = False,
         io_uring: str = "report",
+        block: tuple[int, bytes] | None = None,
     ) -> None:
         self.tracer = tracer
+        #: Block mode: the descriptor the shim hands the filter's listener over on, and the
+        #: filter (seccomp.egress_program). The descriptor is closed here once strace has it.
+        self.block = block
         #: Trace DNS answers too, to name destinations (costly for send/receive-heavy runs).
         self.names = names
         #: "report" (io_uring use fails the audit) or "deny" (io_uring_setup fails: ENOSYS).
@@ -380,20 +415,31 @@ class TracedRun:
         if self.strace_cpu is not None:
             cpus = ",".join(str(cpu) for cpu in sorted(os.sched_getaffinity(0)))
         nice = "-" if self.strace_nice is None else str(os.getpriority(os.PRIO_PROCESS, 0))
-        shim = [sys.executable, "-I", "-S", "-c", _SHIM, str(user_err), lc, cpus, nice, *command]
+        block = "-" if self.block is None else f"{self.block[0]}:{self.block[1].hex()}"
+        shim = [sys.executable, "-I", "-S", "-c", _SHIM, str(user_err), lc, cpus, nice, block]
+        shim += command
+        passed = (user_err,) if self.block is None else (user_err, self.block[0])
         previous = self._install_handlers()
         said: list[str] = []
         try:
             self._proc = subprocess.Popen(
-                strace_argv(self.tracer, log_path, shim, names=self.names, io_uring=self.io_uring),
+                strace_argv(
+                    self.tracer,
+                    log_path,
+                    shim,
+                    names=self.names,
+                    io_uring=self.io_uring,
+                    block=self.block is not None,
+                ),
                 stderr=subprocess.PIPE,
-                pass_fds=(user_err,),
+                pass_fds=passed,
                 env=env,
                 cwd=cwd,
                 start_new_session=True,
                 preexec_fn=_dies_with(os.getpid()),
             )
             self.strace_pid = self._proc.pid
+            self._close_handover()  # strace and the shim hold it now: EOF once they are gone
             with contextlib.suppress(OSError):  # optimisations only; not permitted is fine
                 if self.strace_cpu is not None:
                     os.sched_setaffinity(self.strace_pid, {self.strace_cpu})
@@ -421,7 +467,14 @@ class TracedRun:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             os.close(user_err)
+            self._close_handover()
         return self._status(rc, hung, said)
+
+    def _close_handover(self) -> None:
+        if self.block is not None and self.block[0] >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.block[0])
+            self.block = (-1, self.block[1])
 
     def _status(self, rc: int, hung: bool, said: list[str]) -> int:
         if self._signals:

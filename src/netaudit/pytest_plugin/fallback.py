@@ -58,12 +58,19 @@ def supervise(config: pytest.Config, settings: Settings) -> int:
         *_plugin_args(plugins),
         *config.invocation_params.args,
     ]
+    block = None
+    if settings.block:
+        from ..supervisor import BlockPlan
+
+        path = settings.allowlist.path
+        block = BlockPlan(settings.block_errno, None if path is None else str(path))
     return run_session(
         command,
         cwd=str(config.invocation_params.dir),
         env=os.environ,
         names=settings.names,
         io_uring=settings.io_uring,
+        block=block,
     )
 
 

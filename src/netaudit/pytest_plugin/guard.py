@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 #: netaudit's options that take a value.
 VALUED = ("--netaudit-allowlist", "--netaudit-report", "--netaudit-io-uring",
-          "--netaudit-keep-trace")  # fmt: skip
+          "--netaudit-keep-trace", "--netaudit-block-errno")  # fmt: skip
 _ADVICE = "to run the tests without the audit, pass --no-netaudit"
 
 

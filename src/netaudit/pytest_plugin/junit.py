@@ -1,10 +1,13 @@
-"""Violations in pytest's JUnit XML (``--junitxml``), through pytest's public API only.
+"""Live verdicts: each test judged as it ends, through pytest's public API only.
 
 As each test ends, the process that ran it asks the supervisor what the test did so far and
-judges it; each violation becomes a property of the test's teardown report
-(``report.user_properties``), which junitxml writes on the test case as ``record_property``
-would. With ``--netaudit-junit-failures`` the test's call phase also fails, with the violations
-as its failure text, so the terminal, ``--lf`` and the JUnit file all name the test.
+judges it. With ``--junitxml``, each violation becomes a property of the test's teardown
+report (``report.user_properties``), which junitxml writes on the test case as
+``record_property`` would. With ``--netaudit-fail-tests`` (implied by block mode, and by
+``--netaudit-junit-failures`` with ``--junitxml``) the test's call phase also fails, with the
+violations as its failure text, so the terminal, ``-x``, ``--lf``, IDEs and the JUnit file all
+name the test; a test that failed already gets them as a section of its report, and calls made
+after the call phase (a teardown's) fail the teardown.
 
 A call a test's daemon makes after the test ended is in the session's report, not on the
 test case: the case was written when the test ended.
@@ -37,29 +40,44 @@ class Verdicts:
     """Registered beside Boundaries in each process that runs tests, when ``wanted``."""
 
     def __init__(
-        self, link: Link, boundaries: Boundaries, allowlist: Allowlist, failures: bool
+        self,
+        link: Link,
+        boundaries: Boundaries,
+        allowlist: Allowlist,
+        failures: bool,
+        properties: bool = True,
     ) -> None:
         self.link = link
         self.boundaries = boundaries
         self.allowlist = allowlist
         self.failures = failures
+        #: With --junitxml: each violation a property of its test case.
+        self.properties = properties
+        #: The lines each test was failed for already, by nodeid (until its teardown).
+        self._told: dict[str, set[str]] = {}
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
-        if call.when == "call" and self.failures and report.passed:
+        if call.when == "call" and self.failures:
             lines = self._violations(item)
-            if lines:
+            self._told[item.nodeid] = set(lines)
+            if lines and report.passed:
                 report.outcome = "failed"
-                noun = "destination" if len(lines) == 1 else "destinations"
-                report.longrepr = f"netaudit: {len(lines)} {noun} not allowed\n" + "\n".join(
-                    f"  {line}" for line in lines
-                )
-        elif call.when == "teardown":
-            for line in self._violations(item):
-                report.user_properties.append((PROPERTY, line))
+                report.longrepr = _failure(lines)
+            elif lines:  # a test that failed of itself keeps its failure, and shows these too
+                report.sections.append(("netaudit", _failure(lines)))
+        elif call.when == "teardown" and (self.properties or self.failures):
+            lines = self._violations(item)
+            if self.properties:
+                report.user_properties += [(PROPERTY, line) for line in lines]
+            told = self._told.pop(item.nodeid, set())
+            later = [line for line in lines if line not in told]
+            if self.failures and later and report.passed:  # made after the call phase
+                report.outcome = "failed"
+                report.longrepr = _failure(later)
         return report
 
     def _violations(self, item: pytest.Item) -> list[str]:
@@ -75,3 +93,8 @@ class Verdicts:
             return []  # the session's own report says the audit is incomplete
         outcome = judge_run(audit, self.allowlist)
         return [f"{violation_line(d)}; {evidence_line(d)}" for d in outcome.result.violations]
+
+
+def _failure(lines: list[str]) -> str:
+    noun = "destination" if len(lines) == 1 else "destinations"
+    return f"netaudit: {len(lines)} {noun} not allowed\n" + "\n".join(f"  {line}" for line in lines)

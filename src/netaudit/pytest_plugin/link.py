@@ -43,9 +43,18 @@ class Link:
     table of tests, and asks for the run's audit, or one test's."""
 
     def __init__(
-        self, role: Role, settings: dict[str, object], *, audit: bool = True, reason: str = ""
+        self,
+        role: Role,
+        settings: dict[str, object],
+        *,
+        audit: bool = True,
+        reason: str = "",
+        live: bool = False,
     ) -> None:
         self.role = role
+        #: Block mode: the supervisor judges each call as it is made, by its test's rules, so
+        #: each line of the table goes out before its test begins.
+        self.live = live
         try:
             self._channel = Channel(role.token)
         except OSError as err:
@@ -75,7 +84,7 @@ class Link:
         the end, when the audit cannot be asked for."""
         entry = TableEntry(self.role.run, self.role.worker, test, nodeid, location, policy)
         with contextlib.suppress(OSError):
-            self._channel.send(entry, batch=test > 0)
+            self._channel.send(entry, batch=test > 0 and not self.live)
 
     def flush(self) -> None:
         with contextlib.suppress(OSError):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .. import IO_URING_CHOICES
+from .. import BLOCK_ERRNO_CHOICES, IO_URING_CHOICES
 
 if TYPE_CHECKING:
     from ..rules import Allowlist
@@ -84,6 +84,28 @@ def add_options(parser: pytest.Parser) -> None:
         "deny: io_uring_setup fails with ENOSYS, so programs fall back to plain sockets "
         "(default: [tool.netaudit] io_uring, else report)",
     )
+    group.addoption(
+        "--netaudit-fail-tests",
+        action="store_true",
+        default=None,
+        help="judge each test's calls as it ends, and fail the test whose own calls were "
+        "violations, with them as its failure text (-x, --lf, JUnit and IDEs see it)",
+    )
+    group.addoption(
+        "--netaudit-block",
+        action="store_true",
+        default=None,
+        help="block mode: every connect, and every send to an address, that the allowlist "
+        "does not allow for the running test fails before anything is sent, in every process "
+        "of the session; implies --netaudit-fail-tests and io_uring deny",
+    )
+    group.addoption(
+        "--netaudit-block-errno",
+        choices=BLOCK_ERRNO_CHOICES,
+        default=None,
+        help="how a blocked call fails (default: [tool.netaudit] block_errno, else EPERM: a "
+        "PermissionError that no retry loop spins on)",
+    )
 
 
 def project_config(config: pytest.Config) -> ProjectConfig | None:
@@ -140,6 +162,9 @@ def settings(
             config=project or ProjectConfig(),
             junit_failures=options.netaudit_junit_failures,
             io_uring=getattr(options, "netaudit_io_uring", None),
+            block=getattr(options, "netaudit_block", None),
+            block_errno=getattr(options, "netaudit_block_errno", None),
+            fail_tests=getattr(options, "netaudit_fail_tests", None),
         )
         allowlist = resolved.allowlist.load()  # checked now, before any test runs
         resolved.check_report()

@@ -53,9 +53,12 @@ class Reporter:
         mode = "seccomp-bpf" if welcome.seccomp_bpf else "plain ptrace (slower)"
         mode += ", DNS names" if self.settings.names else ""
         unnamed = self.allowlist.unnamed_hosts(self.settings.names)
+        refused = f"calls the allowlist does not allow fail with {welcome.block_errno}"
+        blocking = [f"netaudit: block mode: {refused}"] if welcome.block else []
         return [
             f"netaudit: auditing network egress; allowlist: {self.settings.allowlist.describe()}",
             f"netaudit: strace {welcome.strace_version} ({welcome.strace}, {mode})",
+            *blocking,
         ] + ([f"netaudit: warning: {unnamed}"] if unnamed else [])
 
     @pytest.hookimpl(trylast=True)
@@ -160,7 +163,7 @@ class Reporter:
             command=("pytest", *self.config.invocation_params.args),
             allowlist=None if path is None else str(path),
             strace_version=welcome.strace_version,
-            syscalls=traced_syscalls(self.settings.names),
+            syscalls=traced_syscalls(self.settings.names, self.settings.block),
             exit_status=status,
         )
         document = json_report.to_json(outcome.result, run, self._locations())

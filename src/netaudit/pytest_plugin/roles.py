@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
 from .. import markers
@@ -18,6 +20,9 @@ from .link import Link, Role
 from .reporting import Reporter
 from .where import WhereRecorder
 from .xdist import WHERE_KEY, XdistGlue, worker_role
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 
 def start(config: pytest.Config, token: str | None, top_run: str | None) -> None:
@@ -37,17 +42,20 @@ def start(config: pytest.Config, token: str | None, top_run: str | None) -> None
         return
     found = config.stash.get(options.SETTINGS, None)
     settings, allowlist = found or options.settings(config, config.option, project)
-    link = Link(role, settings.to_wire())
+    link = Link(role, settings.to_wire(), live=settings.block)
     config.add_cleanup(link.close)
     _check_trace(link, settings.names, settings.io_uring)
+    _check_block(link, settings, top=top_run is not None)
     where = WhereRecorder(config.rootpath)
     config.add_cleanup(where.close)
     boundaries = Boundaries(link, where, link.welcome.strace_cpu)
     config.add_cleanup(boundaries.close)
     manager = config.pluginmanager
     manager.register(boundaries, "netaudit-boundaries")
-    if junit.wanted(config):
-        verdicts = junit.Verdicts(link, boundaries, allowlist, settings.junit_failures)
+    properties = junit.wanted(config)
+    if properties or settings.fail_tests:
+        failures = settings.fail_tests or (properties and settings.junit_failures)
+        verdicts = junit.Verdicts(link, boundaries, allowlist, failures, properties)
         manager.register(verdicts, "netaudit-junit")
     if role.worker:
         manager.register(_Worker(config, where), "netaudit-worker")
@@ -69,6 +77,31 @@ def _check_trace(link: Link, names: bool, io_uring: str) -> None:
             f"names={welcome.names}, io_uring={welcome.io_uring!r}, but its settings say "
             f"names={names}, io_uring={io_uring!r}: the start hook read the configuration "
             "differently from pytest; run with NETAUDIT_EARLY_START=0, and please report this"
+        )
+
+
+def _check_block(link: Link, settings: Settings, *, top: bool) -> None:
+    """Block mode is decided before the session starts (the filter is installed before the
+    command runs): the session's settings must be what the supervisor judges by. A run
+    started inside a session (a nested ``pytest --netaudit``) is judged by that session's."""
+    welcome = link.welcome
+    path = settings.allowlist.path
+    mine = (settings.block_errno, None if path is None else str(path)) if settings.block else None
+    theirs = (welcome.block_errno, welcome.allowlist) if welcome.block else None
+    if (top and mine != theirs) or (not top and settings.block and not welcome.block):
+        link.close()
+        said = "without block mode" if theirs is None else f"block_errno, allowlist = {theirs}"
+        wanted = "no block mode" if mine is None else f"block_errno, allowlist = {mine}"
+        raise pytest.UsageError(
+            f"netaudit: this session's supervisor was started {said}, but its settings say "
+            f"{wanted}: "
+            + (
+                "the start hook read the configuration differently from pytest; run with "
+                "NETAUDIT_EARLY_START=0, and please report this"
+                if top
+                else "a session inside an audited session that does not block cannot block "
+                "(block mode is set when the outermost session starts)"
+            )
         )
 
 
