@@ -328,16 +328,28 @@ class Lineage:
         else:
             yield from self._born(Spawn(parent, tid, thread))
 
-    def context(self, call: NetCall) -> tuple[list[tuple[str, bool, str]], tuple[str, ...], bool]:
-        """Where ``call`` of a known task stands now, as ``attribute`` will place it: (test,
-        after_test, run) for each span, the names of its address, and whether it is a probe
-        that only sorts DNS answers (model.PROBE)."""
-        pid = self._pid_of[call.tid]
+    def context(
+        self, tid: int, call: NetCall
+    ) -> tuple[list[tuple[str, bool, str]], tuple[str, ...], bool]:
+        """Where ``call``, made by the known task ``tid``, stands now, as ``attribute`` will
+        place it: (test, after_test, run) for each span, the names of its address, and whether
+        it is a probe that only sorts DNS answers (model.PROBE)."""
+        pid = self._pid_of[tid]
+        if not self._answers:
+            return self._where(self._chain(pid)), (), False
         named, names = self._named(call, pid)
         return self._where(self._chain(pid)), names, named.raw == PROBE
 
     def process_of(self, tid: int) -> int | None:
         return self._pid_of.get(tid)
+
+    def key_in(self, tid: int, run: str) -> str | None:
+        """The test key a known task's call belongs to in ``run`` now; None when its process
+        is in no test of that run (it belongs to the outermost run's session then)."""
+        for span in self._chains.get(self._pid_of[tid], self._root_chain):
+            if span.run == run:
+                return span.key
+        return None
 
 
 def attribute(records: Iterable[Record]) -> Iterator[Attributed]:

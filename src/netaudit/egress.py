@@ -13,6 +13,7 @@ Layouts are x86_64's, and i386's for a 32-bit program (``int 0x80``, socketcall 
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import os
 import socket
@@ -31,7 +32,9 @@ AF_UNSPEC, AF_UNIX, AF_INET, AF_INET6, AF_NETLINK = 0, 1, 2, 10, 16
 #: Families a connect is made on the caller's behalf for: the ones that leave the machine.
 ON_BEHALF = (AF_INET, AF_INET6)
 
-Reader = Callable[[int, Sequence[tuple[int, int]]], list[bytes]]
+#: Reads ``(address, length)`` spans of the caller's memory (seccomp.Memory.read, bound to the
+#: caller's process); raises seccomp.Unreadable.
+Reader = Callable[[Sequence[tuple[int, int]]], list[bytes]]
 
 
 class _Abi(NamedTuple):
@@ -99,6 +102,7 @@ def resumed(tid: int, time: float, syscall: str, result: str) -> str:
     return f"{tid} {time:.6f} <... {syscall} resumed>) = {result}\n"
 
 
+@functools.cache
 def result_text(err: int) -> str:
     """``0``, or ``-1 ENAME (description)`` as strace writes a failure."""
     if not err:
@@ -107,7 +111,7 @@ def result_text(err: int) -> str:
     return f"-1 {name} ({os.strerror(err)})"
 
 
-def decode(notification: Notification, read: Reader = seccomp.read_memory) -> Call | None:
+def decode(notification: Notification, read: Reader) -> Call | None:
     """The call, its addresses read from the caller's memory; None for a call the filter
     does not send (which it never does: the supervisor then lets the kernel decide)."""
     nr, args = notification.nr, notification.args
@@ -118,7 +122,7 @@ def decode(notification: Notification, read: Reader = seccomp.read_memory) -> Ca
         if nr == seccomp.I386_SOCKETCALL:
             name = seccomp.SOCKETCALL.get(args[0] & 0xFFFFFFFF)
             if name is not None:
-                unpacked = _socketcall_args(notification.tid, args[1], _NARGS[name], read)
+                unpacked = _socketcall_args(args[1], _NARGS[name], read)
                 if unpacked is None:
                     return Call(name, -1, (), invalid=errno.EFAULT)
                 args = unpacked
@@ -126,82 +130,81 @@ def decode(notification: Notification, read: Reader = seccomp.read_memory) -> Ca
         return None
     if name is None:
         return None
-    tid = notification.tid
-    fd = _int(args[0])
+    fd = int_arg(args[0])
     if name == "connect":
-        return _connect(tid, fd, args, read)
+        return _connect(fd, args, read)
     if name == "sendto":
-        return _sendto(tid, fd, args, read)
+        return _sendto(fd, args, read)
     if name == "sendmsg":
-        return _sendmsg(tid, fd, args, abi, read)
-    return _sendmmsg(tid, fd, args, abi, read)
+        return _sendmsg(fd, args, abi, read)
+    return _sendmmsg(fd, args, abi, read)
 
 
-def _socketcall_args(tid: int, pointer: int, count: int, read: Reader) -> tuple[int, ...] | None:
+def _socketcall_args(pointer: int, count: int, read: Reader) -> tuple[int, ...] | None:
     try:
-        (raw,) = read(tid, [(pointer & 0xFFFFFFFF, 4 * count)])
+        (raw,) = read([(pointer & 0xFFFFFFFF, 4 * count)])
     except Unreadable:
         return None
     return struct.unpack(f"<{count}I", raw) + (0,) * (6 - count)
 
 
-def _int(value: int) -> int:
+def int_arg(value: int) -> int:
     """A C int argument, from its register."""
     value &= 0xFFFFFFFF
     return value - (1 << 32) if value & 0x80000000 else value
 
 
-def _address(tid: int, pointer: int, length: int, read: Reader) -> Address:
+def _address(pointer: int, length: int, read: Reader) -> Address:
     """The address at ``pointer``; its pointer, as strace shows an unreadable one."""
     if pointer == 0:
         return Address("NULL", None)
     try:
-        (raw,) = read(tid, [(pointer, length)])
+        (raw,) = read([(pointer, length)])
     except Unreadable:
         return Address(f"{pointer:#x}", None)
     return Address(sockaddr_text(raw), raw)
 
 
-def _connect(tid: int, fd: int, args: Sequence[int], read: Reader) -> Call:
-    pointer, length = args[1], _int(args[2])
+def _connect(fd: int, args: Sequence[int], read: Reader) -> Call:
+    pointer, length = args[1], int_arg(args[2])
     shown = f"{{}}, {length}"
     if pointer == 0:
         return Call("connect", fd, (Address("NULL", None),), shown)
     if not 2 <= length <= SOCKADDR_MAX:  # the kernel refuses it before reading further
         return Call("connect", fd, (Address(f"{pointer:#x}", None),), shown, errno.EINVAL)
-    return Call("connect", fd, (_address(tid, pointer, length, read),), shown)
+    return Call("connect", fd, (_address(pointer, length, read),), shown)
 
 
-def _sendto(tid: int, fd: int, args: Sequence[int], read: Reader) -> Call:
-    size, flags, pointer, length = args[2], _int(args[3]), args[4], _int(args[5])
+def _sendto(fd: int, args: Sequence[int], read: Reader) -> Call:
+    size, flags, pointer, length = args[2], int_arg(args[3]), args[4], int_arg(args[5])
     shown = f'"", {size}, {flags}, {{}}, {length}'
     if pointer == 0 or length == 0:  # a send to the connected peer (as the parser reads it)
         return Call("sendto", fd, (), shown)
     if not 0 < length <= SOCKADDR_MAX:
         return Call("sendto", fd, (Address(f"{pointer:#x}", None),), shown, errno.EINVAL)
-    return Call("sendto", fd, (_address(tid, pointer, length, read),), shown)
+    return Call("sendto", fd, (_address(pointer, length, read),), shown)
 
 
-def _sendmsg(tid: int, fd: int, args: Sequence[int], abi: _Abi, read: Reader) -> Call:
-    flags = _int(args[2])
-    headers = _headers(tid, args[1], 1, abi.msghdr, read)
+def _sendmsg(fd: int, args: Sequence[int], abi: _Abi, read: Reader) -> Call:
+    flags = int_arg(args[2])
+    headers = _headers(args[1], 1, abi.msghdr, read)
     if headers is None:
         return Call("sendmsg", fd, (Address(f"{args[1]:#x}", None),), f"{args[1]:#x}, {flags}")
-    (name,) = _names(tid, headers, abi, read)
+    (name,) = _names(headers, abi, read)
     addresses = () if name is None else (name[0],)
     invalid = errno.EINVAL if name is not None and name[1] < 0 else 0
     return Call("sendmsg", fd, addresses, f"{_msghdr(name)}, {flags}", invalid)
 
 
-def _sendmmsg(tid: int, fd: int, args: Sequence[int], abi: _Abi, read: Reader) -> Call:
+def _sendmmsg(fd: int, args: Sequence[int], abi: _Abi, read: Reader) -> Call:
     vlen = args[2] & 0xFFFFFFFF
-    tail = f"{vlen}, {_int(args[3])}"
+    tail = f"{vlen}, {int_arg(args[3])}"
     if vlen == 0:
         return Call("sendmmsg", fd, (), f"[], {tail}")
-    headers = _headers(tid, args[1], min(vlen, MMSG_MAX), abi.mmsghdr, read)
+    headers = _headers(args[1], min(vlen, MMSG_MAX), abi.mmsghdr, read)
     if headers is None:
         return Call("sendmmsg", fd, (Address(f"{args[1]:#x}", None),), f"{args[1]:#x}, {tail}")
-    names = _names(tid, headers, abi, read)
+    names = _names(headers, abi, read)
     parts = ", ".join(f"{{msg_hdr={_msghdr(name)}, msg_len=0}}" for name in names)
     addresses = tuple(name[0] for name in names if name is not None)
     invalid = errno.EINVAL if any(name is not None and name[1] < 0 for name in names) else 0
@@ -214,19 +217,17 @@ def _msghdr(name: tuple[Address, int] | None) -> str:
     return f"{{msg_name={name[0].text}, msg_namelen={name[1]}}}"
 
 
-def _headers(tid: int, pointer: int, count: int, size: int, read: Reader) -> list[bytes] | None:
+def _headers(pointer: int, count: int, size: int, read: Reader) -> list[bytes] | None:
     if pointer == 0:
         return None
     try:
-        (raw,) = read(tid, [(pointer, count * size)])
+        (raw,) = read([(pointer, count * size)])
     except Unreadable:
         return None
     return [raw[i * size : (i + 1) * size] for i in range(count)]
 
 
-def _names(
-    tid: int, headers: Sequence[bytes], abi: _Abi, read: Reader
-) -> list[tuple[Address, int] | None]:
+def _names(headers: Sequence[bytes], abi: _Abi, read: Reader) -> list[tuple[Address, int] | None]:
     """Each message's own address and length (None: to the connected peer), read in one go
     when every one can be; the kernel clamps a long name, and refuses a negative length."""
     wanted = []
@@ -237,7 +238,7 @@ def _names(
     spans = [(p, min(n, SOCKADDR_MAX)) for p, n in wanted if p and n > 0]
     blobs: list[bytes] | None
     try:
-        blobs = read(tid, spans) if spans else []
+        blobs = read(spans) if spans else []
     except Unreadable:
         blobs = None  # one cannot be read: each is read alone, so that the report says which
     each = iter(blobs or ())
@@ -251,7 +252,7 @@ def _names(
             raw = next(each)
             found.append((Address(sockaddr_text(raw), raw), length))
         else:
-            found.append((_address(tid, pointer, min(length, SOCKADDR_MAX), read), length))
+            found.append((_address(pointer, min(length, SOCKADDR_MAX), read), length))
     return found
 
 
@@ -260,8 +261,21 @@ def _names(
 _FAMILIES = {int(f): f.name for f in socket.AddressFamily}
 
 
+_TEXTS: dict[bytes, str] = {}
+
+
 def sockaddr_text(raw: bytes) -> str:
-    """A socket address as strace prints it (the forms notation.sockaddr reads)."""
+    """A socket address as strace prints it (the forms notation.sockaddr reads); kept per
+    address, as calls repeat."""
+    text = _TEXTS.get(raw)
+    if text is None:
+        if len(_TEXTS) >= 4096:
+            _TEXTS.clear()
+        text = _TEXTS[raw] = _sockaddr_text(raw)
+    return text
+
+
+def _sockaddr_text(raw: bytes) -> str:
     if len(raw) < 2:
         return "{sa_family=AF_UNSPEC}" if not raw else f"{{sa_family={raw[0]:#x} /* AF_??? */}}"
     (family,) = struct.unpack_from("<H", raw)
