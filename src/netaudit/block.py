@@ -207,7 +207,7 @@ class Blocker:
             if marks and not calls:
                 yield from self._marker(n, call, marks, tid, sock)
                 return
-            allowed = self._allowed(tid, calls)
+            allowed = self.allows(tid, calls)
             self._remember(n, tid, call, allowed, socket_fd >= 0)
             if not allowed:
                 listener.fail(n.id, self.deny)
@@ -339,7 +339,7 @@ class Blocker:
         self.listener.fail(n.id, errno.ECONNREFUSED)
         yield call.line(tid, time.time(), egress.result_text(errno.ECONNREFUSED), sock)
 
-    def _allowed(self, tid: int, calls: tuple[NetCall, ...]) -> bool:
+    def allows(self, tid: int, calls: tuple[NetCall, ...]) -> bool:
         """Every destination of the call allowed for the test (of the deciding run) it
         belongs to; an address that could not be read never is."""
         for call in calls:

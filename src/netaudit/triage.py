@@ -63,6 +63,8 @@ class Evidence:
     names: tuple[str, ...] = ()
     #: DNS questions ("A example.com") sent to this destination, a resolver.
     queries: tuple[str, ...] = ()
+    #: Calls that block mode refused.
+    blocked: int = 0
 
     def rule(self) -> ExactRule | str | None:
         """The exact rule (a host rule when the name is known), why none can be, or None."""
@@ -86,6 +88,7 @@ class _Merged:
     where: set[str] = field(default_factory=set)
     names: set[str] = field(default_factory=set)
     queries: set[str] = field(default_factory=set)
+    blocked: int = 0
 
 
 def load_report(path: str | os.PathLike[str]) -> Report:
@@ -169,6 +172,7 @@ def undeclared(reports: Sequence[Report], allowlist: Allowlist | None = None) ->
             key: Endpoint | str = d.endpoint if d.endpoint is not None else d.raw
             entry = merged.setdefault(key, _Merged(d.endpoint, d.raw))
             entry.calls += d.count
+            entry.blocked += d.blocked
             entry.reports.add(index)
             if d.test:
                 entry.tests.add(d.test)
@@ -189,6 +193,7 @@ def undeclared(reports: Sequence[Report], allowlist: Allowlist | None = None) ->
             _routable(m.endpoint),
             tuple(sorted(m.names)),
             tuple(sorted(m.queries)),
+            m.blocked,
         )
         for m in merged.values()
     ]
@@ -252,6 +257,7 @@ def to_yaml(
 
 def _evidence(e: Evidence, runs: int) -> list[str]:
     calls = "1 call" if e.calls == 1 else f"{e.calls} calls"
+    calls += f" ({e.blocked} blocked)" if e.blocked else ""
     routable = {True: "globally routable", False: "not globally routable", None: "not IP"}
     lines = [f"{printable(e.shown)}: {calls} in {e.runs} of {runs} runs; {routable[e.routable]}"]
     if e.tests:
@@ -288,6 +294,7 @@ def to_json(found: Sequence[Evidence], reports: Sequence[str]) -> str:
                 "display": str(e.endpoint) if e.endpoint is not None else e.raw,
                 "raw": e.raw or None,
                 "calls": e.calls,
+                "blocked": e.blocked,
                 "runs": e.runs,
                 "tests": list(e.tests),
                 "programs": list(e.programs),

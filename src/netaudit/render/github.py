@@ -38,7 +38,8 @@ def error_commands(result: AuditResult, locations: Mapping[str, str] | None = No
         lines.append(_command({"title": "netaudit: audit incomplete"}, str(finding)))
     for d in result.violations:
         properties = _place(where.get(d.test, ""))
-        properties["title"] = f"netaudit: {d.family} {d.address} is not allowed"
+        refused = " (blocked)" if d.blocked else ""
+        properties["title"] = f"netaudit: {d.family} {d.address} is not allowed{refused}"
         lines.append(_command(properties, _message(d)))
     return "".join(line + "\n" for line in lines)
 
@@ -69,7 +70,8 @@ def summary(result: AuditResult, locations: Mapping[str, str] | None = None) -> 
             test += f" ({_cell(location)})"
         destination = f"`{_cell(f'{d.family} {d.address}')}`"
         by = _cell(", ".join(d.programs))
-        lines.append(f"| {test} | {destination} | {d.count} | {by} |")
+        calls = f"{d.count} ({d.blocked} blocked)" if d.blocked else str(d.count)
+        lines.append(f"| {test} | {destination} | {calls} | {by} |")
     if len(violations) > MAX_ROWS:
         lines.append("")
         lines.append(f"... and {len(violations) - MAX_ROWS} more; see the job's log.")

@@ -40,7 +40,9 @@ def violations_block(result: AuditResult, locations: Locations | None = None) ->
             f"netaudit: no violations ({_count(len(result.destinations), 'destination')}"
             f" checked, {result.stats.calls} calls)"
         )
-    lines = [BAR, f"  netaudit: {_count(len(violations), 'violation')} detected", BAR]
+    blocked = sum(1 for d in violations if d.blocked)
+    refused = f" ({blocked} blocked)" if blocked else ""
+    lines = [BAR, f"  netaudit: {_count(len(violations), 'violation')} detected{refused}", BAR]
     for test, group in _by_test(violations):
         lines.append("")
         if test:
@@ -68,7 +70,14 @@ def violation_line(d: Destination) -> str:
     pids = ", ".join(str(pid) for pid in d.pids[:MAX_PIDS])
     if len(d.pids) > MAX_PIDS:
         pids += f", +{len(d.pids) - MAX_PIDS} more"
-    return f"{d.family} {label(d)} (count={d.count}, pids=[{pids}])"
+    return f"{d.family} {label(d)} (count={d.count}, pids=[{pids}]){blocked_mark(d)}"
+
+
+def blocked_mark(d: Destination) -> str:
+    """`` BLOCKED`` when block mode refused the calls (`` BLOCKED 2 of 3`` for some)."""
+    if not d.blocked:
+        return ""
+    return " BLOCKED" if d.blocked == d.count else f" BLOCKED {d.blocked} of {d.count}"
 
 
 def evidence_line(d: Destination) -> str:
@@ -96,7 +105,7 @@ def verbose_table(destinations: Iterable[Destination], locations: Locations | No
         lines.append(f"{'FAMILY':<12} {'ADDR:PORT':<30} {'STATUS':<10} RULE")
         lines.append(f"{'-' * 12} {'-' * 30} {'-' * 10} {'-' * 24}")
         for d in group:
-            status = "OK" if d.verdict.allowed else "VIOLATION"
+            status = "OK" if d.verdict.allowed else "BLOCKED" if d.blocked else "VIOLATION"
             status = "RESOLVED" if d.kind == "resolved" else status
             # The plugin's documented table indents rows one column less than the header.
             lines.append(f"{d.family:<12} {label(d):<29} {status:<10} {d.verdict.rule or '-'}")
