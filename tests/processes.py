@@ -6,6 +6,7 @@ check the same behaviour through the two front ends.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -65,3 +66,18 @@ def alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "strace"
+
+
+def build(source: str, tmp_path: Path, *flags: str) -> Path:
+    """Compiles a fixture program (``flags``: ``-static``...); gcc is part of the test set-up,
+    like strace."""
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        pytest.fail("a C compiler is needed to build the fixture programs")
+    binary = tmp_path / Path(source).stem
+    sources = [str(FIXTURES / source), "-lpthread"]
+    subprocess.run([compiler, "-O1", *flags, "-o", str(binary), *sources], check=True)
+    return binary

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,22 +12,10 @@ import pytest
 
 from netaudit.errors import EXIT_INCOMPLETE, EXIT_USAGE, EXIT_VIOLATIONS
 from tests.netns import EXTERNAL_V4, Netns
+from tests.processes import build
 from tests.runner import netaudit
 
 pytestmark = pytest.mark.strace
-
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "strace"
-
-
-def build(source: str, tmp_path: Path) -> Path:
-    """Compiles a fixture program; gcc is part of the test set-up, like strace."""
-    compiler = shutil.which("gcc") or shutil.which("cc")
-    if compiler is None:
-        pytest.fail("a C compiler is needed to build the escape programs")
-    binary = tmp_path / Path(source).stem
-    sources = [str(FIXTURES / source), "-lpthread"]
-    subprocess.run([compiler, "-O1", "-o", str(binary), *sources], check=True)
-    return binary
 
 
 def test_an_io_uring_makes_the_audit_incomplete(netns: Netns, tmp_path: Path) -> None:

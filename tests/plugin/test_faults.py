@@ -24,9 +24,8 @@ import pytest
 from netaudit.trace import Tracer
 from tests import runner
 from tests.conftest import TinyTmpfs
-from tests.integration.test_hazards import build
 from tests.plugin.test_tracing import UDP, end, netaudit_dirs, start_time, still_running
-from tests.processes import FD_LISTER, STUBBORN_DAEMON
+from tests.processes import FD_LISTER, STUBBORN_DAEMON, build
 from tests.runner import pytest_run
 
 pytestmark = pytest.mark.strace
