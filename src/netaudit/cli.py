@@ -380,9 +380,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _emit(fmt: str, settings: Settings, result: AuditResult, run: RunInfo, out: TextIO) -> None:
     """Prints the report, then writes the JSON file; printing comes first so that a failed
     write (a disk that filled up meanwhile) still leaves the findings on screen."""
-    needed = settings.report is not None or fmt == "json"
-    document = json_report.to_json(result, run) if needed else ""
-    out.write(document if fmt == "json" else text.report(result, settings.verbose) + "\n")
+    if fmt == "json":
+        json_report.write_json(result, run, out)
+    else:
+        more = text.full_list(settings.report, "--report")
+        out.write(text.report(result, settings.verbose, more=more) + "\n")
     if settings.suggest_rules and result.violations:
         from .render.suggest import suggest_rules  # loads PyYAML, needed only here
 
@@ -391,7 +393,8 @@ def _emit(fmt: str, settings: Settings, result: AuditResult, run: RunInfo, out: 
     out.flush()
     if settings.report is not None:
         try:
-            settings.report.write_text(document, encoding="utf-8")
+            with open(settings.report, "w", encoding="utf-8") as report:
+                json_report.write_json(result, run, report)
         except OSError as err:
             raise ConfigError(
                 f"cannot write the report: {err.strerror}", str(settings.report)

@@ -32,11 +32,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from . import markers
+from . import markers, spill
 from .attribute import Attributed, Lineage
-from .audit import Folder, merge
+from .audit import Folder
 from .errors import TraceError
-from .model import SESSION, Destination, Finding, Mark, MarkVerb, TraceStats
+from .model import SESSION, Destinations, Finding, Mark, MarkVerb, TraceStats
 from .parse import Parser
 from .trace import TracedRun, Tracer, has_hole, tampered
 
@@ -55,7 +55,8 @@ STRACE_NICE = -10
 class RunAudit:
     """What one run did, folded but not judged: the run judges it with its own allowlist."""
 
-    destinations: tuple[Destination, ...]
+    #: Kept on disk, in the supervisor's private directory, when there are many.
+    destinations: Destinations
     findings: tuple[Finding, ...] = ()
     stats: TraceStats = field(default_factory=TraceStats)
     #: nodeid -> "file:line" of each test the run named.
@@ -299,20 +300,18 @@ class Supervisor:
                     if self._consumed
                     else "the run's end marker never reached the trace"
                 )
-            return self._named(
-                run, self._folder.destinations(run), self._folder.findings(run), problem
-            )
+            return self._named(run, self._folder, problem)
 
-    def _named(
-        self,
-        run: str,
-        destinations: Sequence[Destination],
-        findings: Sequence[Finding],
-        problem: str,
-    ) -> RunAudit:
-        """Test keys replaced by nodeids (waiting a moment for a table line still in flight)."""
+    def _named(self, run: str, folder: Folder, problem: str) -> RunAudit:
+        """The run's part of ``folder``, with test keys replaced by nodeids (waiting a moment
+        for a table line still in flight); destinations that then fall together are merged.
+
+        Many destinations stay on disk, in the folder's private directory: the answer holds
+        their path (see spill.Spilled), which the run reads before the session ends.
+        """
         tests = self._runs[run].tests
-        wanted = {d.test for d in destinations} | {f.test for f in findings}
+        findings = folder.findings(run)
+        wanted = {*folder.tests(run), *(f.test for f in findings)}
         keys = {key for key in wanted if key != SESSION}
         deadline = time.monotonic() + _NAME_WAIT
         while any(_split(key) not in tests for key in keys):
@@ -320,16 +319,10 @@ class Supervisor:
             if left <= 0 or not self._cond.wait(left):
                 break
         names = {key: tests.get(_split(key), (f"<unnamed test {key}>", ""))[0] for key in keys}
-        names[SESSION] = SESSION
-        folded: dict[tuple[object, ...], Destination] = {}
-        for d in destinations:
-            d = replace(d, test=names.get(d.test, d.test))
-            where = (d.test, d.endpoint, d.raw, d.after_test)  # a DNS query's raw names it
-            folded[where] = merge(folded[where], d) if where in folded else d
-        calls = sum(d.count for d in destinations)
-        unparsed = sum(d.count for d in destinations if d.endpoint is None)
+        destinations = folder.destinations(run, names)
+        calls, unparsed = spill.calls(destinations)
         return RunAudit(
-            destinations=tuple(folded.values()),
+            destinations=destinations,
             findings=tuple(replace(f, test=names.get(f.test, f.test)) for f in findings),
             # The parser's own counts are written back only when its stream ends.
             stats=replace(self._parser.stats, lines=self._lines, calls=calls, unparsed=unparsed),
@@ -347,11 +340,9 @@ class Supervisor:
                 late = self._late
                 foreign = self._parser.stats.foreign - self._foreign_served
                 problem = tampered(foreign, self._holed and not self._holed_served)
-                return self._named(run, late.destinations(run), late.findings(run), problem), False
+                return self._named(run, late, problem), False
             problem = self._failure or tampered(self._parser.stats.foreign, self._holed)
-            return self._named(
-                run, self._folder.destinations(run), self._folder.findings(run), problem
-            ), True
+            return self._named(run, self._folder, problem), True
 
 
 def _one_cpu() -> int | None:

@@ -20,7 +20,7 @@ import yaml
 
 from .audit import judge
 from .errors import NetauditError
-from .model import Destination, Endpoint, Verdict
+from .model import Destination, Destinations, Endpoint, Verdict
 from .render import json as json_report
 from .render.suggest import ExactRule, exact_rule, printable
 from .rules import Allowlist, ip_of
@@ -43,7 +43,8 @@ class ReportError(NetauditError):
 @dataclass(frozen=True)
 class Report:
     path: str
-    destinations: tuple[Destination, ...]
+    #: Kept on disk when there are many (see spill).
+    destinations: Destinations
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,19 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from netaudit import spill
 from netaudit.model import AuditResult, Destination, Endpoint, RunInfo, TraceStats, Verdict
 from netaudit.render import text
 from netaudit.render.json import SCHEMA_VERSION, to_json
-from netaudit.render.text import MAX_TESTS, by_destination, report, verbose_table, violations_block
+from netaudit.render.text import (
+    MAX_LISTED,
+    MAX_PER_TEST,
+    MAX_TESTS,
+    by_destination,
+    report,
+    verbose_table,
+    violations_block,
+)
 
 RULE = "=" * 60
 
@@ -241,3 +250,69 @@ def test_the_json_report_gives_each_destination_its_location() -> None:
     assert [o["location"] for o in objects] == [*in_destinations, *in_violations]
     without = json.loads(to_json(result, run))
     assert [d["location"] for d in without["destinations"]] == [None, None, None]
+
+
+# A report that stays readable at any size.
+
+
+def violations(test: str, n: int, first: int = 0) -> list[Destination]:
+    return [dest(test, f"10.0.{i // 250}.{i % 250 + 1}", 443) for i in range(first, first + n)]
+
+
+def kept_on_disk(destinations: list[Destination]) -> AuditResult:
+    kept = spill.store(map(spill.record, destinations), spill.Scratch(), small=0)
+    assert isinstance(kept, spill.Spilled)
+    return AuditResult(destinations=kept)
+
+
+def test_the_violations_block_lists_at_most_max_per_test_of_a_test_and_counts_the_rest() -> None:
+    result = AuditResult(destinations=tuple(violations("t::a", MAX_PER_TEST + 7)))
+    lines = violations_block(result, more="the full list is in r.json").splitlines()
+    assert lines[1] == f"  netaudit: {MAX_PER_TEST + 7} violations detected"
+    assert sum(line.startswith("    AF_INET ") for line in lines) == MAX_PER_TEST
+    assert lines[-2] == "    and 7 more; the full list is in r.json"
+    assert lines[-1] == RULE
+
+
+def test_the_violations_block_lists_at_most_max_listed_in_all() -> None:
+    tests = [f"t::{i}" for i in range(MAX_LISTED // MAX_PER_TEST + 2)]
+    result = AuditResult(
+        destinations=tuple(
+            d for i, t in enumerate(tests) for d in violations(t, MAX_PER_TEST, i * 100)
+        )
+    )
+    block = violations_block(result)
+    lines = block.splitlines()
+    assert sum(line.startswith("    AF_INET ") for line in lines) == MAX_LISTED
+    assert lines[-2] == f"  and {2 * MAX_PER_TEST} more in 2 more tests; {text.IN_JSON}"
+    assert f"[{tests[-1]}]" not in block
+
+
+def test_a_report_kept_on_disk_reads_as_the_same_report() -> None:
+    few = violations("t::a", 3) + violations("t::b", 2, 50)
+    many = [d for i in range(8) for d in violations(f"t::{i}", 30, i * 40)]
+    many.insert(5, dest("t::a", "127.0.0.1", 5432, OK))
+    for destinations in (few, many):
+        on_disk, in_memory = kept_on_disk(destinations), AuditResult(tuple(destinations))
+        assert report(on_disk, verbose=True) == report(in_memory, verbose=True)
+        run = RunInfo(started="x", host="h", netaudit_version="0")
+        assert to_json(on_disk, run) == to_json(in_memory, run)
+
+
+def test_the_verbose_table_and_the_summary_by_destination_are_cut_too() -> None:
+    many = tuple(dest(f"t::{i}", f"10.1.0.{i}", 443) for i in range(MAX_LISTED + 5))
+    table = verbose_table(many, more="M").splitlines()
+    assert sum(line.startswith("AF_INET ") for line in table) == MAX_LISTED
+    assert table[-2] == "  and 5 more in 5 more tests; M"
+    summary = by_destination(many, more="M").splitlines()
+    assert len(summary) == 1 + MAX_LISTED + 1
+    assert summary[-1] == "    and 5 more (test, destination) pairs; M"
+
+
+def test_a_cut_list_says_where_the_rest_is_or_how_to_get_it() -> None:
+    assert text.full_list("egress.json", "--report") == (
+        "the full list is in the JSON report (egress.json)"
+    )
+    assert text.full_list(None, "--netaudit-report") == (
+        "the full list is in the JSON report: write one with --netaudit-report PATH"
+    )

@@ -61,7 +61,8 @@ def dest(test: str, ip: str, port: int, pids: tuple[int, ...] = ()) -> Destinati
 
 
 def sites(recorder: WhereRecorder, test: str, ip: str, port: int) -> tuple[str, ...]:
-    return recorder.attach([dest(test, ip, port)])[0].where
+    (attached,) = recorder.attach([dest(test, ip, port)])
+    return attached.where
 
 
 def test_a_call_from_a_helper_shows_the_test_frame_then_the_helper(
@@ -122,8 +123,8 @@ def test_records_join_only_their_own_test_pid_and_destination(recorder: WhereRec
     assert sites(recorder, NODE, "192.0.2.4", 53)
     assert sites(recorder, "other::test", "192.0.2.4", 53) == ()
     assert sites(recorder, NODE, "192.0.2.4", 54) == ()
-    other_pid = recorder.attach([dest(NODE, "192.0.2.4", 53, pids=(os.getpid() + 1,))])
-    assert other_pid[0].where == ()
+    (other_pid,) = recorder.attach([dest(NODE, "192.0.2.4", 53, pids=(os.getpid() + 1,))])
+    assert other_pid.where == ()
 
 
 def test_a_thread_of_the_test_is_recorded_under_the_test(recorder: WhereRecorder) -> None:

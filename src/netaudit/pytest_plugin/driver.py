@@ -366,9 +366,9 @@ class Driver:
             syscalls=traced_syscalls(self.settings.names),
             exit_status=status,
         )
-        document = json_report.to_json(result, run, dict(self.audit.locations))
         try:
-            self.settings.report.write_text(document, encoding="utf-8")
+            with open(self.settings.report, "w", encoding="utf-8") as report:
+                json_report.write_json(result, run, report, dict(self.audit.locations))
         except OSError as err:
             self.problem = f"cannot write the report {self.settings.report}: {err.strerror}"
 

@@ -12,13 +12,14 @@ added to those test cases: through the reporter's own API (``add_property``, ``a
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
 from _pytest.junitxml import LogXML, xml_key
 
 from ..model import Destination
-from ..render.text import evidence_line, violation_line
+from ..render.text import IN_JSON, MAX_PER_TEST, evidence_line, violation_line
 
 #: The property each violation becomes, one per (test, destination).
 PROPERTY = "netaudit_violation"
@@ -46,22 +47,28 @@ class Cases:
             if node is worker and str(nodeid) == report.nodeid:
                 self.reporters.append((report.nodeid, reporter))
 
-    def record(self, violations: tuple[Destination, ...], failures: bool) -> None:
-        """A property on each test case for each of its violations and, with ``failures``,
-        one failure entry on a test case that has no failure or error yet."""
-        by_test: dict[str, list[Destination]] = {}
+    def record(self, violations: Iterable[Destination], failures: bool) -> None:
+        """A property on each test case for each of its violations (at most MAX_PER_TEST,
+        then one that counts the rest) and, with ``failures``, one failure entry on a test
+        case that has no failure or error yet."""
+        by_test: dict[str, tuple[list[Destination], list[int]]] = {}
         for d in violations:
-            by_test.setdefault(d.test, []).append(d)
+            listed, seen = by_test.setdefault(d.test, ([], [0]))
+            seen[0] += 1
+            if len(listed) < MAX_PER_TEST:
+                listed.append(d)
         for nodeid, reporter in self.reporters:
-            found = by_test.get(nodeid)
-            if found:
-                self._add(reporter, found, failures)
+            if nodeid in by_test:
+                listed, (count,) = by_test[nodeid]
+                self._add(reporter, listed, count, failures)
 
-    def _add(self, reporter: Any, found: list[Destination], failures: bool) -> None:
+    def _add(self, reporter: Any, found: list[Destination], count: int, failures: bool) -> None:
         if failures:
             failures = self._one_more_failure(reporter)
         values = [f"{violation_line(d)}; {evidence_line(d)}" for d in found]
-        failure = _failure(found) if failures else None
+        if count > len(found):
+            values.append(f"and {count - len(found)} more; {IN_JSON}")
+        failure = _failure(found, count) if failures else None
         if hasattr(reporter, "properties"):  # still open: junitxml's own API
             for value in values:
                 reporter.add_property(PROPERTY, value)
@@ -92,8 +99,11 @@ class Cases:
         return True
 
 
-def _failure(found: list[Destination]) -> ET.Element:
-    noun = "destination" if len(found) == 1 else "destinations"
-    node = ET.Element("failure", message=f"netaudit: {len(found)} {noun} not allowed")
-    node.text = "\n".join(f"{violation_line(d)}\n  {evidence_line(d)}" for d in found)
+def _failure(found: list[Destination], count: int) -> ET.Element:
+    noun = "destination" if count == 1 else "destinations"
+    node = ET.Element("failure", message=f"netaudit: {count} {noun} not allowed")
+    listed = [f"{violation_line(d)}\n  {evidence_line(d)}" for d in found]
+    if count > len(found):
+        listed.append(f"and {count - len(found)} more; {IN_JSON}")
+    node.text = "\n".join(listed)
     return node

@@ -28,7 +28,7 @@ import site
 import socket
 import sys
 import sysconfig
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import CodeType, FrameType
@@ -189,8 +189,9 @@ class WhereRecorder:
             into = self._targets.setdefault((pid, test, target, bool(named)), {})
             into.update(dict.fromkeys(s for s in sites if isinstance(s, str)))
 
-    def attach(self, destinations: Iterable[Destination]) -> tuple[Destination, ...]:
-        """The destinations, each with the call sites recorded for its test and pids."""
+    def attach(self, destinations: Iterable[Destination]) -> Iterator[Destination]:
+        """The destinations, each with the call sites recorded for its test and pids, as a
+        stream: there may be more than memory holds (see spill)."""
         self._normalise()
         exact: dict[tuple[int, str, Target], dict[str, None]] = {}
         by_port: dict[tuple[int, str, str, int | None], dict[str, None]] = {}
@@ -199,11 +200,10 @@ class WhereRecorder:
                 by_port.setdefault((pid, test, target[0], target[2]), {}).update(sites)
             else:
                 exact.setdefault((pid, test, target), {}).update(sites)
-        attached = []
         for d in destinations:
             endpoint = d.endpoint
             if endpoint is None:
-                attached.append(d)
+                yield d
                 continue
             target = (endpoint.family, endpoint.address, endpoint.port)
             found: dict[str, None] = {}
@@ -214,8 +214,7 @@ class WhereRecorder:
                     found.update(by_port.get((pid, d.test, endpoint.family, endpoint.port), {}))
             if found:
                 d = replace(d, where=tuple(sorted({*d.where, *found})))
-            attached.append(d)
-        return tuple(attached)
+            yield d
 
     def _normalise(self) -> None:
         raw, self._raw = self._raw, {}

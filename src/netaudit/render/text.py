@@ -1,10 +1,15 @@
-"""The text report, in the shapes of the pytest plugin's documentation."""
+"""The text report, in the shapes of the pytest plugin's documentation.
+
+It bounds itself, whatever the run reached: at most MAX_PER_TEST destinations of one test
+and MAX_LISTED in all, each cut ending with "and N more" and where the full list is (the
+JSON report, which ``full_list`` names or says how to write).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 
-from ..model import AuditResult, Destination
+from ..model import AuditResult, Destination, Stored
 from ..rules import Allowlist, Rule
 
 BAR = "=" * 60
@@ -14,18 +19,37 @@ MAX_PIDS = 10
 
 #: Most tests a line of the by-destination summary names.
 MAX_TESTS = 5
+#: Most destinations listed for one test, and in all (violations, the verbose table, the
+#: by-destination summary each); the rest are counted.
+MAX_PER_TEST = 20
+MAX_LISTED = 100
+#: Where the rest is, when a JSON report is written (``full_list`` says more).
+IN_JSON = "the full list is in the JSON report"
 
 Locations = Mapping[str, str]
 
 
-def report(result: AuditResult, verbose: bool = False, locations: Locations | None = None) -> str:
+def full_list(report: object | None, option: str) -> str:
+    """What a cut list ends with: the JSON report that holds the rest, or how to write one
+    (``option`` is the flag that does: ``--report`` or ``--netaudit-report``)."""
+    if report is not None:
+        return f"{IN_JSON} ({report})"
+    return f"{IN_JSON}: write one with {option} PATH"
+
+
+def report(
+    result: AuditResult,
+    verbose: bool = False,
+    locations: Locations | None = None,
+    more: str = IN_JSON,
+) -> str:
     """The whole text report: findings, the verbose table if asked for, then the violations
     block (or, for a clean run, one line that says so), then which tests reached what."""
     parts = [findings_block(result)] if result.findings else []
     if verbose:
-        parts.append(verbose_table(result.destinations, locations))
-    parts.append(violations_block(result, locations))
-    parts.append(by_destination(result.destinations, every=verbose))
+        parts.append(verbose_table(result.destinations, locations, more))
+    parts.append(violations_block(result, locations, more))
+    parts.append(by_destination(result.destinations, every=verbose, more=more))
     return "\n\n".join(part for part in parts if part)
 
 
@@ -33,7 +57,9 @@ def findings_block(result: AuditResult) -> str:
     return "\n".join(f"netaudit: {finding}" for finding in result.findings)
 
 
-def violations_block(result: AuditResult, locations: Locations | None = None) -> str:
+def violations_block(
+    result: AuditResult, locations: Locations | None = None, more: str = IN_JSON
+) -> str:
     violations = result.violations
     if not violations:
         return (
@@ -41,7 +67,8 @@ def violations_block(result: AuditResult, locations: Locations | None = None) ->
             f" checked, {result.stats.calls} calls)"
         )
     lines = [BAR, f"  netaudit: {_count(len(violations), 'violation')} detected", BAR]
-    for test, group in _by_test(violations):
+    groups = _Groups(violations)
+    for test, group, hidden in groups:
         lines.append("")
         if test:
             lines.append(test_header(test, locations))
@@ -49,6 +76,9 @@ def violations_block(result: AuditResult, locations: Locations | None = None) ->
             lines.append(f"    {violation_line(d)}")
             lines.append(f"      {evidence_line(d)}")
             lines += [f"      at {site}" for site in d.where]
+        if hidden:
+            lines.append(f"    and {hidden} more; {more}")
+    lines += groups.rest(more)
     lines.append(BAR)
     return "\n".join(lines)
 
@@ -84,12 +114,12 @@ def test_header(test: str, locations: Locations | None = None) -> str:
     return f"  [{test}] {where}" if where else f"  [{test}]"
 
 
-def verbose_table(destinations: Iterable[Destination], locations: Locations | None = None) -> str:
+def verbose_table(
+    destinations: Iterable[Destination], locations: Locations | None = None, more: str = IN_JSON
+) -> str:
     lines = [BAR, "  netaudit: verbose network event report", BAR]
-    groups = list(_by_test(destinations))
-    if not groups:
-        lines += ["", "  (no network calls were traced)"]
-    for test, group in groups:
+    groups = _Groups(destinations)
+    for test, group, hidden in groups:
         lines.append("")
         if test:
             lines.append(test_header(test, locations))
@@ -101,18 +131,34 @@ def verbose_table(destinations: Iterable[Destination], locations: Locations | No
             # The plugin's documented table indents rows one column less than the header.
             lines.append(f"{d.family:<12} {label(d):<29} {status:<10} {d.verdict.rule or '-'}")
             lines += [f"{'':<12} at {site}" for site in d.where]
+        if hidden:
+            lines.append(f"and {hidden} more; {more}")
+    if not groups.seen:
+        lines += ["", "  (no network calls were traced)"]
+    lines += groups.rest(more)
     lines.append(BAR)
     return "\n".join(lines)
 
 
-def by_destination(destinations: Iterable[Destination], every: bool = False) -> str:
+def by_destination(
+    destinations: Iterable[Destination], every: bool = False, more: str = IN_JSON
+) -> str:
     """Each violated destination (or, with ``every``, each destination) and the tests that
-    reached it: one line per destination, for a suite where many tests share a culprit."""
+    reached it: one line per destination, for a suite where many tests share a culprit.
+
+    At most MAX_LISTED destinations are listed; what the others were reached by is counted.
+    """
     tests: dict[tuple[str, str], dict[str, None]] = {}
     status: dict[tuple[str, str], str] = {}
+    hidden = 0
+    if isinstance(destinations, Stored) and not any(destinations.per_test()):
+        return ""  # no test reached anything (netaudit run, analyze): nothing to read
     for d in destinations:
         if d.test and (every or not d.verdict.allowed):
             where = (d.family, label(d))
+            if where not in tests and len(tests) >= MAX_LISTED:
+                hidden += 1
+                continue
             tests.setdefault(where, {}).setdefault(d.test)
             if status.get(where) != "VIOLATION":
                 status[where] = "OK" if d.verdict.allowed else "VIOLATION"
@@ -121,17 +167,58 @@ def by_destination(destinations: Iterable[Destination], every: bool = False) -> 
     lines = ["  netaudit: destinations and the tests that reached them"]
     for (family, address), names in tests.items():
         shown = ", ".join(list(names)[:MAX_TESTS])
-        more = f", +{len(names) - MAX_TESTS} more" if len(names) > MAX_TESTS else ""
+        more_tests = f", +{len(names) - MAX_TESTS} more" if len(names) > MAX_TESTS else ""
         what = _count(len(names), "test")
-        lines.append(f"    {family} {address} {status[(family, address)]}: {what}: {shown}{more}")
+        lines.append(
+            f"    {family} {address} {status[(family, address)]}: {what}: {shown}{more_tests}"
+        )
+    if hidden:
+        lines.append(f"    and {hidden} more (test, destination) pairs; {more}")
     return "\n".join(lines)
 
 
-def _by_test(destinations: Iterable[Destination]) -> Iterator[tuple[str, list[Destination]]]:
-    groups: dict[str, list[Destination]] = {}
-    for d in destinations:
-        groups.setdefault(d.test, []).append(d)
-    return iter(groups.items())
+class _Groups:
+    """Destinations by test, in first-seen order, read in one pass and cut short: at most
+    MAX_PER_TEST of a test and MAX_LISTED in all are kept; the rest are counted."""
+
+    def __init__(self, destinations: Iterable[Destination]) -> None:
+        self._groups: dict[str, tuple[list[Destination], list[int]]] = {}
+        # Kept on disk, they say how many each test has: reading stops once all are listed.
+        known = destinations.per_test() if isinstance(destinations, Stored) else None
+        most = MAX_LISTED
+        if known is not None:
+            most = min(most, sum(min(count, MAX_PER_TEST) for count in known.values()))
+        listed = 0
+        for d in destinations:
+            group = self._groups.get(d.test)
+            if group is None:
+                group = self._groups[d.test] = ([], [0])
+            group[1][0] += 1
+            if len(group[0]) < MAX_PER_TEST and listed < most:
+                group[0].append(d)
+                listed += 1
+            elif known is not None and listed >= most:
+                break  # all that can be listed is
+        for test, count in (known or {}).items():
+            group = self._groups.setdefault(test, ([], [0]))
+            group[1][0] = count
+
+    @property
+    def seen(self) -> bool:
+        return bool(self._groups)
+
+    def __iter__(self) -> Iterator[tuple[str, list[Destination], int]]:
+        """Each test with something listed: the listed destinations and how many are not."""
+        for test, (listed, (count,)) in self._groups.items():
+            if listed:
+                yield test, listed, count - len(listed)
+
+    def rest(self, more: str) -> list[str]:
+        """A line for the tests that have nothing listed, if any."""
+        unlisted = [count for listed, (count,) in self._groups.values() if not listed]
+        if not unlisted:
+            return []
+        return ["", f"  and {sum(unlisted)} more in {_count(len(unlisted), 'more test')}; {more}"]
 
 
 def _count(n: int, noun: str) -> str:
