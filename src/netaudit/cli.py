@@ -311,10 +311,10 @@ def _triage(args: argparse.Namespace) -> int:
     found = triage.undeclared(reports, allowlist)
     paths = [report.path for report in reports]
     if args.format == "json":
-        sys.stdout.write(triage.to_json(found, paths))
+        triage.write_json(found, paths, sys.stdout)
     else:
         header = triage.triage_header(found, paths)
-        sys.stdout.write(triage.to_yaml(found, len(reports), header))
+        triage.write_yaml(found, len(reports), header, sys.stdout)
     return EXIT_FOUND if found else EXIT_CLEAN
 
 
@@ -348,12 +348,13 @@ def _baseline(args: argparse.Namespace) -> int:
         reports = [triage.Report("<command>", result.destinations)]
         source = shlex.join(args.cmd)
     found = triage.undeclared(reports, allowlist)
-    document = triage.to_yaml(found, len(reports), triage.baseline_header(source), review=True)
+    header = triage.baseline_header(source)
     if output is None:
-        sys.stdout.write(document)
+        triage.write_yaml(found, len(reports), header, sys.stdout, review=True)
     else:
         try:
-            output.write_text(document, encoding="utf-8")
+            with open(output, "w", encoding="utf-8") as file:
+                triage.write_yaml(found, len(reports), header, file, review=True)
         except OSError as err:
             raise ConfigError(f"cannot write the baseline: {err.strerror}", str(output)) from err
         print(f"netaudit: wrote {output}: {len(found)} rules to review", file=sys.stderr)

@@ -187,7 +187,7 @@ class Grouping(Generic[K, V]):
             for part in self._parts:
                 run = self._scratch.new("run")
                 runs.append(run)
-                _append(run, self._sorted(read(part), order, keep, rename))
+                append(run, self._sorted(read(part), order, keep, rename))
             for _, key, value in heapq.merge(*(read(run) for run in runs)):
                 yield key, value
         finally:
@@ -256,15 +256,16 @@ _MASK = PARTITIONS - 1
 _DEPTHS = 64 // _BITS
 
 
-def _append(path: str, records: Iterable[Any]) -> None:
-    """Writes records to the end of a file, a block at a time."""
-    rest = iter(records)
+def append(path: str, records: Iterable[Any]) -> int:
+    """Writes records to the end of a file, a block at a time; returns how many."""
+    rest, count = iter(records), 0
     with open(path, "ab") as file:
         while True:
             block = list(itertools.islice(rest, BLOCK))
             if not block:
-                return
+                return count
             _dump(file, block)
+            count += len(block)
 
 
 def _dump(file: IO[bytes], block: list[Any]) -> None:
@@ -482,7 +483,7 @@ def store(records: Iterable[Record], scratch: Scratch, *, small: int | None = No
             totals[2] += r[8]
         return r
 
-    _append(path, map(counted, itertools.chain(first, rest)))
+    append(path, map(counted, itertools.chain(first, rest)))
     return Spilled(
         path,
         sum(counts[0] for counts in tests.values()),
