@@ -21,6 +21,7 @@ import pytest
 
 from netaudit import markers
 from netaudit.model import SESSION, Destination, Endpoint, MarkVerb, Verdict
+from netaudit.pytest_plugin import where as where_module
 from netaudit.pytest_plugin.where import MAX_SITES, WhereRecorder, target_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -293,3 +294,16 @@ def test_a_failure_in_the_recorder_never_fails_the_call(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         assert s.connect_ex(("127.0.0.1", 9)) == 0
     assert recorder.export() == []
+
+
+def test_a_process_records_sites_for_at_most_max_destinations(
+    recorder: WhereRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(where_module, "MAX_DESTINATIONS", 3)
+    recorder.begin(NODE, None)
+    for port in range(1, 6):
+        udp_connect("127.0.0.1", port)
+    recorder.end()
+    assert [bool(sites(recorder, NODE, "127.0.0.1", port)) for port in range(1, 6)] == [
+        True, True, True, False, False
+    ]  # fmt: skip

@@ -379,19 +379,20 @@ class Driver:
         if result is None:
             return
         locations = dict(self.audit.locations) if self.audit is not None else {}
+        more = text.full_list(self.settings.report, "--netaudit-report")
         for finding in result.findings:
             tr.write_line(f"netaudit: {finding}", red=True, bold=True)
         if self.settings.verbose:
             tr.write_line("")
-            for line in text.verbose_table(result.destinations, locations).splitlines():
+            for line in text.verbose_table(result.destinations, locations, more).splitlines():
                 tr.write_line(line)
         tr.write_line("")
-        block = text.violations_block(result, locations)
+        block = text.violations_block(result, locations, more)
         for line in block.splitlines():
             header = line.startswith((text.BAR, "  netaudit:"))
             tr.write_line(line, red=bool(result.violations) and header, bold=header,
                           green=not result.violations)  # fmt: skip
-        summary = text.by_destination(result.destinations, every=self.settings.verbose)
+        summary = text.by_destination(result.destinations, self.settings.verbose, more)
         if summary:
             tr.write_line("")
             for line in summary.splitlines():

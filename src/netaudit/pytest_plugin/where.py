@@ -40,6 +40,9 @@ from ..model import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, SESSION, Destination
 EVENTS = frozenset({"socket.connect", "socket.sendto", "socket.sendmsg"})
 #: Distinct call sites kept per (pid, test, destination): a loop adds no more.
 MAX_SITES = 8
+#: Distinct (pid, test, destination) a process records sites for: a scan's further
+#: destinations are reported without them, in memory that does not grow with the scan.
+MAX_DESTINATIONS = 16384
 _MARKER = "\0" + markers.PREFIX
 
 #: (family, address, port) as the audit's Endpoint has them; port None for Unix and netlink.
@@ -100,6 +103,8 @@ class WhereRecorder:
         except (AttributeError, TypeError, ValueError):
             return  # an unhashable address or a socket-like object: nothing to match
         if sites is not None and len(sites) >= MAX_SITES:
+            return
+        if sites is None and len(self._raw) >= MAX_DESTINATIONS:
             return
         site = self._site(sys._getframe(2))
         if site:
