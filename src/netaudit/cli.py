@@ -92,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
         "deny: io_uring_setup fails with ENOSYS, so programs fall back to plain sockets "
         "(default: [tool.netaudit] io_uring, else report)",
     )
+    run.add_argument(
+        "--keep-trace",
+        metavar="PATH",
+        help="keep strace's log in PATH, to replay it with 'netaudit analyze PATH' "
+        "(default: [tool.netaudit] keep_trace, else the log is removed)",
+    )
     _add_command_options(run)
     run.set_defaults(handler=_run)
 
@@ -207,13 +213,21 @@ def _run(args: argparse.Namespace) -> int:
     started = _now()
     with (
         _sigterm_exits(),
-        TracedRun(tracer, names=settings.names, io_uring=settings.io_uring) as traced,
+        TracedRun(
+            tracer, names=settings.names, io_uring=settings.io_uring, keep=settings.keep_trace
+        ) as traced,
     ):
         status = traced.run(command)
         result = audit_log(traced.log_path, allowlist)
         leftovers = traced.leftover_pids
         for warning in traced.warnings:
             print(f"netaudit: warning: {warning}", file=sys.stderr)
+    if traced.kept is not None:
+        kept = shlex.quote(traced.kept)
+        print(f"netaudit: the trace is kept; replay it with: netaudit analyze {kept}",
+              file=sys.stderr)  # fmt: skip
+    elif traced.keep_error:
+        print(f"netaudit: warning: {traced.keep_error}", file=sys.stderr)
     if not result.stats.looks_like_strace and traced.interrupted is None:
         # Every traced run logs at least its first exec, unless it was stopped before that.
         raise TraceError("strace wrote no trace: the audit is incomplete")
@@ -373,6 +387,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         suggest_rules=args.suggest_rules,
         names=getattr(args, "names", None),
         io_uring=getattr(args, "io_uring", None),
+        keep_trace=getattr(args, "keep_trace", None),
     )
     settings.check_report()  # known before the run, not after it
     return settings

@@ -36,6 +36,7 @@ KEYS: dict[str, type] = {
     "junit_failures": bool,
     "names": bool,
     "io_uring": str,
+    "keep_trace": str,
 }
 
 Value = Union[bool, str]
@@ -156,22 +157,26 @@ def resolve_allowlist(flag: str | None, config: ProjectConfig, cwd: Path) -> All
     return AllowlistChoice(None, "built-in")
 
 
-def check_report_path(report: Path, setting: tuple[str, int | None] | None = None) -> None:
-    """A report path that cannot be written is an error before the run, not after it.
+def check_report_path(
+    report: Path, setting: tuple[str, int | None] | None = None, what: str = "report"
+) -> None:
+    """A report path (or another file the run writes: ``what`` names its setting) that cannot
+    be written is an error before the run, not after it.
 
     ``setting`` is the pyproject.toml file and line that named it, when one did: the error
     then points there, at the mistake, and names the path in its message.
     """
     folder = report.parent
+    noun = what.replace("_", " ")
     problem = ""
     if report.is_dir():
-        problem = "the report path is a folder; give a file name"
+        problem = f"the {noun} path is a folder; give a file name"
     elif not folder.is_dir():
-        problem = f"the report's folder does not exist: {folder}"
+        problem = f"the {noun}'s folder does not exist: {folder}"
     elif not os.access(report if report.exists() else folder, os.W_OK):
-        problem = "the report cannot be written here (permission denied)"
+        problem = f"the {noun} cannot be written here (permission denied)"
     if problem and setting is not None:
-        raise ConfigError(f"report = {str(report)!r}: {problem}", *setting)
+        raise ConfigError(f"{what} = {str(report)!r}: {problem}", *setting)
     if problem:
         raise ConfigError(problem, str(report))
 
@@ -214,10 +219,16 @@ class Settings:
     junit_failures: bool = False
     #: io_uring: "report" its use as an incomplete audit, or "deny" it (ENOSYS).
     io_uring: str = "report"
+    #: Where to keep the raw strace log, to replay it with ``netaudit analyze``.
+    keep_trace: Path | None = None
+    keep_trace_setting: tuple[str, int | None] | None = None
 
     def check_report(self) -> None:
+        """The files the run will write (the report, the kept trace) can be written."""
         if self.report is not None:
             check_report_path(self.report, self.report_setting)
+        if self.keep_trace is not None:
+            check_report_path(self.keep_trace, self.keep_trace_setting, "keep_trace")
 
 
 def resolve(
@@ -231,6 +242,7 @@ def resolve(
     config: ProjectConfig | None = None,
     junit_failures: bool | None = None,
     io_uring: str | None = None,
+    keep_trace: str | None = None,
 ) -> Settings:
     """Resolves flags (None = not given) against ``config`` (default: the nearest pyproject)."""
     if config is None:
@@ -248,6 +260,8 @@ def resolve(
         ),
         names=names if names is not None else bool(config.get("names")),
         io_uring=io_uring if io_uring is not None else _io_uring(config),
+        keep_trace=(cwd / keep_trace).resolve() if keep_trace else config.path_value("keep_trace"),
+        keep_trace_setting=None if keep_trace else config.where("keep_trace"),
     )
 
 

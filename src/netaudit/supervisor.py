@@ -86,6 +86,7 @@ class Supervisor:
         *,
         names: bool = False,
         io_uring: str = "report",
+        keep_trace: str | os.PathLike[str] | None = None,
     ) -> None:
         self.tracer = tracer
         self.run_id = run
@@ -96,6 +97,7 @@ class Supervisor:
             strace_nice=STRACE_NICE,
             names=names,
             io_uring=io_uring,
+            keep=keep_trace,
         )
         self._cond = threading.Condition()
         self._runs: dict[str, _Run] = {run: _Run()}

@@ -115,3 +115,21 @@ def test_a_missing_file_named_by_a_flag_is_an_error_about_that_file(tmp_path: Pa
     with pytest.raises(ConfigError) as report:
         settings.check_report()
     assert report.value.path == str(tmp_path / "no" / "r.json")
+
+
+def test_keep_trace_resolves_like_the_report_and_is_checked_before_the_run(
+    tmp_path: Path,
+) -> None:
+    pyproject = write(tmp_path / "pyproject.toml", '[tool.netaudit]\nkeep_trace = "t/trace.log"\n')
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    assert resolve(sub).keep_trace == tmp_path / "t" / "trace.log"  # relative to the project
+    assert resolve(sub, keep_trace="mine.log").keep_trace == sub / "mine.log"
+    assert resolve(tmp_path / "sub", config=load_project_config(None)).keep_trace is None
+    with pytest.raises(ConfigError) as missing:
+        resolve(sub).check_report()
+    assert (missing.value.path, missing.value.line) == (str(pyproject), 2)
+    assert "keep_trace = " in missing.value.message
+    assert "the keep trace's folder does not exist" in missing.value.message
+    (tmp_path / "t").mkdir()
+    resolve(sub).check_report()

@@ -62,8 +62,9 @@ def supervise(config: pytest.Config, settings: Settings, allowlist: Allowlist) -
             file=sys.stderr,
         )
     supervisor = Supervisor(
-        tracer, markers.new_run_id(), names=settings.names, io_uring=settings.io_uring
-    )
+        tracer, markers.new_run_id(), names=settings.names, io_uring=settings.io_uring,
+        keep_trace=settings.keep_trace,
+    )  # fmt: skip
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "pytest"
     command = [
         sys.executable,

@@ -65,6 +65,13 @@ def add_options(parser: pytest.Parser) -> None:
         "violations (they are always recorded as properties)",
     )
     group.addoption(
+        "--netaudit-keep-trace",
+        metavar="PATH",
+        default=None,
+        help="keep strace's log in PATH, to replay it with 'netaudit analyze PATH' "
+        "(default: [tool.netaudit] keep_trace, else the log is removed)",
+    )
+    group.addoption(
         "--netaudit-io-uring",
         choices=IO_URING_CHOICES,
         default=None,
@@ -113,6 +120,7 @@ def settings(
             config=project,
             junit_failures=options.netaudit_junit_failures,
             io_uring=getattr(options, "netaudit_io_uring", None),
+            keep_trace=getattr(options, "netaudit_keep_trace", None),
         )
         allowlist = resolved.allowlist.load()  # checked now, before any test runs
         resolved.check_report()
