@@ -270,15 +270,18 @@ def test_the_bundled_example_shows_each_kind_of_finding(netns: Netns, tmp_path: 
 
 
 def test_a_command_that_kills_its_tracer_fails_the_audit(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
     code = (
         "import os, signal, time\n"
+        f"open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
         "status = open('/proc/self/status').read().split('TracerPid:')[1].split()[0]\n"
         "os.kill(int(status), signal.SIGKILL)\n"
-        "time.sleep(3)\n"  # still running when netaudit sees strace gone
+        "time.sleep(3600)\n"  # still running when netaudit sees strace gone, until it ends it
     )
     done = netaudit("run", "--", PY, "-c", code, cwd=tmp_path)
     assert done.returncode == EXIT_INCOMPLETE, done.stderr
     assert "strace was killed (SIGKILL)" in done.stderr
+    assert not alive(int(pidfile.read_text()))
 
 
 def test_a_daemon_left_behind_is_ended_and_reported(tmp_path: Path) -> None:
@@ -330,7 +333,7 @@ def test_an_interrupted_run_says_so(tmp_path: Path) -> None:
         "import os, signal, time\n"
         "strace = open(f'/proc/{os.getppid()}/stat').read().rsplit(')', 1)[1].split()\n"
         "os.kill(int(strace[1]), signal.SIGTERM)\n"
-        "time.sleep(5)\n"
+        "time.sleep(3600)\n"  # until the SIGTERM netaudit passes on ends it
     )
     done = netaudit("run", "--", PY, "-c", code, cwd=tmp_path)
     assert done.returncode == 143, done.stderr
