@@ -37,11 +37,12 @@ def pytest_run(
     netns: Netns | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = 180,
+    cache: bool = False,
 ) -> pytest.RunResult:
     """``python -m pytest ARGS`` in ``cwd`` in a process of its own, as a user would run it
     (the plugin loads from its entry point); inside a private network namespace if given,
-    else in DEFAULT_NETNS."""
-    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+    else in DEFAULT_NETNS. The cache is off unless asked for."""
+    argv = [sys.executable, "-m", "pytest", *([] if cache else ["-p", "no:cacheprovider"]), *args]
     started = time.monotonic()
     done = _run(argv, cwd, netns or DEFAULT_NETNS, env, timeout)
     return pytest.RunResult(

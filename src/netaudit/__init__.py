@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import functools
 
-__all__ = ["__version__", "version"]
+__all__ = ["ENV_RUN", "ENV_SUPERVISOR", "IO_URING_CHOICES", "__version__", "version"]
+
+#: Set in a traced session's environment: its supervisor's token (a secret: the control
+#: socket's name), and the id of the run the supervisor started the session for. Here, where
+#: the plugin can read them without importing anything else.
+ENV_SUPERVISOR = "NETAUDIT_SUPERVISOR"
+ENV_RUN = "NETAUDIT_RUN"
+#: What to do about io_uring, whose connects no syscall tracer sees (notes §f): report its use
+#: as an incomplete audit, or make ``io_uring_setup`` fail (programs fall back to sockets).
+IO_URING_CHOICES = ("report", "deny")
 
 
 @functools.cache

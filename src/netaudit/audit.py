@@ -157,20 +157,32 @@ class Folder:
         tallies = self._tallies
         self._spilled.spill(_stored(*tallies.popitem()) for _ in range(len(tallies)))
 
-    def destinations(self, run: str | None = None, tests: Mapping[str, str] | None = None) -> Kept:
-        """Unjudged, in first-seen order: every run's, or only ``run``'s.
+    def destinations(
+        self,
+        run: str | None = None,
+        tests: Mapping[str, str] | None = None,
+        test: str | None = None,
+    ) -> Kept:
+        """Unjudged, in first-seen order: every run's, or only ``run``'s (and of that, only
+        test key ``test``'s, if given).
 
         ``tests`` renames test keys (a supervisor's keys to nodeids); destinations that then
         fall together are merged. More than ``spill.SMALL`` come back on disk (a Spilled, in
         this Folder's Scratch).
         """
-        return spill.store(self.records(run, tests), self.scratch)
+        return spill.store(self.records(run, tests, test), self.scratch)
 
     def records(
-        self, run: str | None = None, tests: Mapping[str, str] | None = None
+        self,
+        run: str | None = None,
+        tests: Mapping[str, str] | None = None,
+        test: str | None = None,
     ) -> Iterator[spill.Record]:
         """What ``destinations`` holds, as spill stores it, as a stream."""
-        keep = None if run is None else (lambda key: key[0] == run)
+        keep = None
+        if run is not None:
+            keep = (lambda key: key[0] == run) if test is None else (
+                lambda key: key[0] == run and key[1] == test)  # fmt: skip
         rename = None if tests is None else _renaming(tests)
         if self._spilled is None:
             items: Iterable[tuple[_Stored, _Value]] = spill.group(

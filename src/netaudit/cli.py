@@ -1,12 +1,16 @@
 """The ``netaudit`` command: parses arguments, calls the core, maps errors to exit codes.
 
 This is the only module of the core that writes to the terminal or decides an exit status.
+Standard output carries one thing at a time: a command's own output (``run``), or what
+netaudit was asked for (a report, an allowlist, a schema); everything else goes to standard
+error. The exit statuses are errors.ExitCode, tabled in docs/cli.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import io
 import os
@@ -16,29 +20,27 @@ import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
-from . import triage, version
+from . import IO_URING_CHOICES, triage, version
 from .audit import audit_lines, audit_log
-from .errors import EXIT_INCOMPLETE, EXIT_VIOLATIONS, ConfigError, NetauditError, TraceError
+from .errors import ConfigError, ExitCode, InputError, NetauditError, TraceError
 from .model import AuditResult, RunInfo
 from .render import github, text
 from .render import json as json_report
 from .rules import DEFAULT
 from .settings import Settings, resolve
-from .trace import IO_URING_CHOICES, TracedRun, find_tracer, tampered, traced_syscalls
+from .trace import TracedRun, find_tracer, tampered, traced_syscalls
 
-#: `netaudit analyze` and `netaudit check`: exit codes as documented in docs/cli.md.
-EXIT_CLEAN = 0
-EXIT_FOUND = 1
-EXIT_BAD_INPUT = 2
+#: What `--report -` names: the JSON report on standard output.
+STDOUT = "-"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.handler in (_run, _baseline):
         args.cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
@@ -53,30 +55,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
     except NetauditError as err:
         print(f"netaudit: error: {err}", file=sys.stderr)
-        # A traced command's errors keep run's exit codes; input errors elsewhere are 2.
-        return err.exit_code if getattr(args, "cmd", None) else EXIT_BAD_INPUT
+        return err.exit_code
     except KeyboardInterrupt:
         print("netaudit: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
     return code
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """argparse's own usage errors exit 2; netaudit's exit 4 (ExitCode.USAGE), as pytest's."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
+
+
+_EXITS = (
+    "Exit status: 0 clean, 1 violations, 3 incomplete audit, 4 bad usage or input "
+    "(the table: docs/cli.md)."
+)
+_COMMAND_EXITS = (
+    "Exit status: 3 incomplete audit, 1 violations, else the command's own status when it "
+    "failed (printed: 'netaudit: the command exited with N'), else 0; 4 bad usage or input, "
+    "127/126 the command cannot be run."
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
         prog="netaudit",
         description="Audit the network egress of a command under strace against an allowlist.",
+        epilog=_EXITS,
     )
     parser.add_argument("--version", action=_Version)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="one of these (netaudit COMMAND --help: its options)",
+    )
 
     run = commands.add_parser(
         "run",
         help="run a command under strace and audit its egress",
         description="Run CMD under strace and audit every outbound call of its process tree. "
-        "Exit: CMD's own status when it failed, else 100 for violations, 101 for an "
-        "incomplete audit, 102 when strace cannot trace here, 103 for an invalid allowlist.",
+        "The report goes to standard error: standard output is CMD's, unless the JSON report "
+        "goes there (--format json, --report -), and CMD's output then goes to standard "
+        f"error. {_COMMAND_EXITS}",
     )
-    _add_report_options(run)
+    _add_report_options(run, printed="standard error")
     run.add_argument(
         "--names",
         action="store_true",
@@ -105,26 +132,32 @@ def _parser() -> argparse.ArgumentParser:
         "analyze",
         help="audit an existing strace log",
         description="Judge a strace log (with or without -f, -o or stderr, any timestamp form, "
-        "-y/-yy, -x). Exit: 0 clean, 1 violations or an incomplete audit, 2 bad input.",
+        f"-y/-yy, -x). The report goes to standard output. {_EXITS}",
     )
     analyze.add_argument("log", metavar="LOG", help="the strace output to judge ('-': stdin)")
-    _add_report_options(analyze)
+    _add_report_options(analyze, printed="standard output")
     analyze.set_defaults(handler=_analyze)
 
     check = commands.add_parser(
         "check",
         help="validate an allowlist and list its rules",
         description="Validate an allowlist (resolved as for `run` when none is given) and list "
-        "its rules with the built-ins. Exit: 0 valid, 2 invalid.",
+        "its rules with the built-ins. Exit status: 0 valid, 4 invalid.",
     )
-    check.add_argument("allowlist", nargs="?", metavar="ALLOWLIST")
+    check.add_argument(
+        "allowlist",
+        nargs="?",
+        metavar="ALLOWLIST",
+        help="the allowlist YAML (default: resolved as for run: [tool.netaudit] allowlist, "
+        "then netaudit.yaml in the current directory, then the built-ins)",
+    )
     check.set_defaults(handler=_check)
 
     schema = commands.add_parser(
         "schema",
         help="print the JSON Schema of the allowlist file (for editors)",
         description="Print the JSON Schema of the allowlist file, for editors that validate "
-        "and complete YAML (docs/allowlist.md, 'Editor support'). Exit: 0.",
+        "and complete YAML (docs/allowlist.md, 'Editor support'). Exit status: 0.",
     )
     schema.set_defaults(handler=_schema)
 
@@ -133,12 +166,19 @@ def _parser() -> argparse.ArgumentParser:
         help="merge saved JSON reports into one list of undeclared destinations",
         description="Merge JSON reports (netaudit run --report, pytest --netaudit-report) into "
         "one reviewable list of undeclared destinations, with their evidence, as allowlist "
-        "YAML (evidence in comments) or JSON. Exit: 0 nothing undeclared, 1 undeclared "
-        "destinations, 2 an unreadable report or an unknown schema version.",
+        "YAML (evidence in comments) or JSON, on standard output. Exit status: 0 nothing "
+        "undeclared, 1 undeclared destinations, 4 an unreadable report, an unknown schema "
+        "version or an invalid allowlist.",
     )
     triage.add_argument("reports", nargs="+", metavar="REPORT", help="JSON reports")
     _add_review_allowlist(triage, "default: each report's own verdicts")
-    triage.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    triage.add_argument(
+        "--format",
+        choices=("yaml", "json"),
+        default="yaml",
+        help="yaml: an allowlist to review, the evidence in comments (default); json: the "
+        "same as a JSON document",
+    )
     triage.set_defaults(handler=_triage)
 
     baseline = commands.add_parser(
@@ -146,14 +186,16 @@ def _parser() -> argparse.ArgumentParser:
         help="write a starting allowlist from a run, every rule marked for review",
         description="Write an allowlist with one rule for each destination a run reached that "
         "the built-in rules (or --allowlist) do not allow, each marked for review. The run is "
-        "saved reports (--from) or a command run under strace. Exit: 0 written, 2 bad input; "
-        "with a command, its own status when it failed, 101 for an incomplete audit.",
+        "saved reports (--from) or a command run under strace; the command's standard output "
+        "goes to standard error while the allowlist goes to standard output. Exit status: 0 "
+        "written, 4 bad usage or input; with a command, 3 for an incomplete audit, else the "
+        "command's own status when it failed.",
     )
     baseline.add_argument(
         "--from", dest="reports", action="append", default=[], metavar="REPORT",
         help="a JSON report of the run (repeat for several)",
     )  # fmt: skip
-    _add_review_allowlist(baseline, "default: resolved as for run")
+    _add_review_allowlist(baseline, "default: the built-in rules only")
     baseline.add_argument(
         "-o", "--output", metavar="FILE", help="write the allowlist to FILE (default: stdout)"
     )
@@ -174,25 +216,38 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def _add_report_options(parser: argparse.ArgumentParser) -> None:
+def _add_report_options(parser: argparse.ArgumentParser, printed: str) -> None:
     parser.add_argument("--allowlist", metavar="FILE", help="the allowlist YAML")
     parser.add_argument(
         "--verbose", action="store_true", default=None, help="show every destination"
     )
-    parser.add_argument("--format", choices=("text", "json"), default="text")
-    parser.add_argument("--report", metavar="FILE", help="also write the JSON report to FILE")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help=f"text: the report for people, on {printed} (default); json: the JSON report "
+        "instead, on standard output",
+    )
+    parser.add_argument(
+        "--report",
+        metavar="FILE",
+        help="also write the JSON report to FILE; '-' writes it to standard output (the text "
+        "report then goes to standard error)",
+    )
     parser.add_argument(
         "--suggest-rules",
         action="store_true",
         default=None,
-        help="print allowlist rules that would allow what was violated",
+        help="print allowlist rules that would allow what was violated (with the text report)",
     )
 
 
 def _add_command_options(parser: argparse.ArgumentParser) -> None:
     """The command to run under strace, and which strace: for `run` and `baseline -- CMD`."""
     parser.add_argument("--strace", metavar="PATH", help="the strace to use (default: from PATH)")
-    parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command")
+    parser.add_argument(
+        "cmd", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command to run, after --"
+    )
 
 
 def _add_review_allowlist(parser: argparse.ArgumentParser, note: str) -> None:
@@ -210,6 +265,7 @@ def _run(args: argparse.Namespace) -> int:
     for warning in (*tracer.warnings, allowlist.unnamed_hosts(settings.names)):
         if warning:
             print(f"netaudit: warning: {warning}", file=sys.stderr)
+    out = _Output.of(args, people=sys.stderr)
     started = _now()
     with (
         _sigterm_exits(),
@@ -217,7 +273,8 @@ def _run(args: argparse.Namespace) -> int:
             tracer, names=settings.names, io_uring=settings.io_uring, keep=settings.keep_trace
         ) as traced,
     ):
-        status = traced.run(command)
+        with _command_stdout_to_stderr(out.json_to_stdout):
+            status = traced.run(command)
         result = audit_log(traced.log_path, allowlist)
         leftovers = traced.leftover_pids
         for warning in traced.warnings:
@@ -247,34 +304,73 @@ def _run(args: argparse.Namespace) -> int:
     if problem:
         print(f"netaudit: audit incomplete: {problem}", file=sys.stderr)
     run = _run_info(started, settings, command=tuple(command), strace=tracer.version, status=status)
-    _github(result)
+    _github(result, out.people)
+    verdict: int = _verdict(result, incomplete=bool(problem))
     try:
-        _emit(args.format, settings, result, run, sys.stderr)
+        _emit(out, settings, result, run)
     except ConfigError as err:  # the report file: it must not hide how the command ended
         print(f"netaudit: error: {err}", file=sys.stderr)
-        return status or err.exit_code
-    if status != 0:
-        return status
-    if result.findings or problem:
-        return EXIT_INCOMPLETE
-    return EXIT_VIOLATIONS if result.violations else 0
+        verdict = verdict or err.exit_code
+    if traced.interrupted is not None and status:
+        verdict = ExitCode.OK  # an interruption's status is never replaced, as pytest's 2
+    return _with_command_status(verdict, status)
+
+
+def _verdict(result: AuditResult, incomplete: bool = False) -> ExitCode:
+    """An incomplete audit outweighs violations, as under pytest --netaudit."""
+    if incomplete or result.findings:
+        return ExitCode.INCOMPLETE
+    return ExitCode.VIOLATIONS if result.violations else ExitCode.OK
+
+
+def _with_command_status(verdict: int, status: int) -> int:
+    """netaudit's own verdict first; the command's failing status when there is none.
+
+    The command's status is always said, so that a 1 or 3 that came from the command, or a
+    command's failure hidden by a verdict, can be told from the output alone.
+    """
+    if status:
+        said = f"netaudit: the command exited with {status}{_signal_note(status)}"
+        if verdict:
+            said += f"; netaudit exits {verdict} {_BECAUSE[ExitCode(verdict)]}"
+        print(said, file=sys.stderr)
+    return verdict or status
+
+
+_BECAUSE = {
+    ExitCode.VIOLATIONS: "for the violations",
+    ExitCode.INCOMPLETE: "as the audit is incomplete",
+    ExitCode.USAGE: "for the error above",
+}
+
+
+def _signal_note(status: int) -> str:
+    """' (killed by SIGKILL)' for 137, as a shell reports a death by signal."""
+    try:
+        return f" (killed by {signal.Signals(status - 128).name})" if status > 128 else ""
+    except ValueError:
+        return ""
 
 
 def _analyze(args: argparse.Namespace) -> int:
     settings = _settings(args)
     allowlist = settings.allowlist.load()
-    if args.log == "-":
-        stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape")
-        result, log = audit_lines(stdin, allowlist), "<stdin>"
-    else:
-        result, log = audit_log(args.log, allowlist), str(Path(args.log).resolve())
+    out = _Output.of(args, people=sys.stdout)
+    try:
+        if args.log == "-":
+            stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape")
+            result, log = audit_lines(stdin, allowlist), "<stdin>"
+        else:
+            result, log = audit_log(args.log, allowlist), str(Path(args.log).resolve())
+    except TraceError as err:  # the log is the user's input here, not a trace of ours
+        raise InputError(str(err)) from err
     if not result.stats.looks_like_strace:  # a wrong file must not pass as a clean trace
         what = "is empty" if result.stats.lines == 0 else "has no line in a form strace writes"
-        raise TraceError(f"{log} {what}: nothing was judged")
+        raise InputError(f"{log} {what}: nothing was judged")
     run = _run_info(_now(), settings, log=log)
-    _emit(args.format, settings, result, run, sys.stdout)
-    _github(result)
-    return EXIT_CLEAN if result.clean else EXIT_FOUND
+    _emit(out, settings, result, run)
+    _github(result, out.people)
+    return _verdict(result)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -291,23 +387,25 @@ def _check(args: argparse.Namespace) -> int:
             f"is expected, then drop {triage.REVIEW_PREFIX.strip()!r} from its name",
             file=sys.stderr,
         )
-    return EXIT_CLEAN
+    return ExitCode.OK
 
 
 def _schema(args: argparse.Namespace) -> int:
     from .allowlist import schema
 
     sys.stdout.write(schema())
-    return EXIT_CLEAN
+    return ExitCode.OK
 
 
-def _github(result: AuditResult) -> None:
-    """Under GitHub Actions: annotations on stdout, where the runner reads workflow commands,
-    and the Markdown summary appended to $GITHUB_STEP_SUMMARY."""
+def _github(result: AuditResult, people: TextIO) -> None:
+    """Under GitHub Actions: annotations with the text report (the runner reads workflow
+    commands on standard output and standard error alike, and standard output may hold the
+    command's output or the JSON report), and the Markdown summary appended to
+    $GITHUB_STEP_SUMMARY."""
     if not github.enabled(os.environ):
         return
-    sys.stdout.write(github.error_commands(result))
-    sys.stdout.flush()
+    people.write(github.error_commands(result))
+    people.flush()
     path = os.environ.get(github.ENV_SUMMARY)
     if path:
         try:
@@ -329,7 +427,7 @@ def _triage(args: argparse.Namespace) -> int:
     else:
         header = triage.triage_header(found, paths)
         triage.write_yaml(found, len(reports), header, sys.stdout)
-    return EXIT_FOUND if found else EXIT_CLEAN
+    return ExitCode.VIOLATIONS if found else ExitCode.OK
 
 
 def _baseline(args: argparse.Namespace) -> int:
@@ -344,21 +442,22 @@ def _baseline(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output is not None else None
     if output is not None and output.exists() and not args.force:
         raise ConfigError("exists; name a new file, or add --force to overwrite it", str(output))
-    status = 0
+    status, verdict = 0, ExitCode.OK
     if args.reports:
         reports = [triage.load_report(path) for path in args.reports]
         source = ", ".join(report.path for report in reports)
     else:
         tracer = find_tracer(args.strace)
         with _sigterm_exits(), TracedRun(tracer) as traced:
-            status = traced.run(args.cmd)
+            with _command_stdout_to_stderr(output is None):
+                status = traced.run(args.cmd)
             result = audit_log(traced.log_path, allowlist)
         if not result.stats.looks_like_strace:
             raise TraceError("strace wrote no trace: the audit is incomplete")
         for finding in result.findings:
             print(f"netaudit: {finding}", file=sys.stderr)
         if result.findings:
-            status = status or EXIT_INCOMPLETE
+            verdict = ExitCode.INCOMPLETE
         reports = [triage.Report("<command>", result.destinations)]
         source = shlex.join(args.cmd)
     found = triage.undeclared(reports, allowlist)
@@ -373,9 +472,8 @@ def _baseline(args: argparse.Namespace) -> int:
             raise ConfigError(f"cannot write the baseline: {err.strerror}", str(output)) from err
         print(f"netaudit: wrote {output}: {len(found)} rules to review", file=sys.stderr)
     if status:
-        print(f"netaudit: the command failed (status {status}); the baseline covers what ran",
-              file=sys.stderr)  # fmt: skip
-    return status
+        print("netaudit: the baseline covers what ran until the command failed", file=sys.stderr)
+    return _with_command_status(verdict, status)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -383,30 +481,55 @@ def _settings(args: argparse.Namespace) -> Settings:
         Path.cwd(),
         allowlist=args.allowlist,
         verbose=args.verbose,
-        report=args.report,
+        report=None if args.report == STDOUT else args.report,
         suggest_rules=args.suggest_rules,
         names=getattr(args, "names", None),
         io_uring=getattr(args, "io_uring", None),
         keep_trace=getattr(args, "keep_trace", None),
     )
+    if args.report == STDOUT:  # the flag wins over a report file named in pyproject.toml
+        settings = dataclasses.replace(settings, report=None, report_setting=None)
     settings.check_report()  # known before the run, not after it
     return settings
 
 
-def _emit(fmt: str, settings: Settings, result: AuditResult, run: RunInfo, out: TextIO) -> None:
+@dataclasses.dataclass(frozen=True)
+class _Output:
+    """Where each part of a report goes."""
+
+    #: The text report, suggested rules and annotations: what people read.
+    people: TextIO
+    #: The text report is printed (--format text).
+    text: bool
+    #: The JSON report is printed on standard output (--format json, or --report -).
+    json_to_stdout: bool
+
+    @classmethod
+    def of(cls, args: argparse.Namespace, people: TextIO) -> _Output:
+        """``people``: the text report's stream when standard output is not taken by the
+        JSON report (run: standard error, as standard output is the command's)."""
+        json_to_stdout = args.format == "json" or args.report == STDOUT
+        return cls(sys.stderr if json_to_stdout else people, args.format == "text", json_to_stdout)
+
+
+def _emit(out: _Output, settings: Settings, result: AuditResult, run: RunInfo) -> None:
     """Prints the report, then writes the JSON file; printing comes first so that a failed
     write (a disk that filled up meanwhile) still leaves the findings on screen."""
-    if fmt == "json":
-        json_report.write_json(result, run, out)
-    else:
-        more = text.full_list(settings.report, "--report")
-        out.write(text.report(result, settings.verbose, more=more) + "\n")
+    if out.text:
+        where: object = settings.report
+        if where is None and out.json_to_stdout:
+            where = "standard output"
+        more = text.full_list(where, "--report")
+        out.people.write(text.report(result, settings.verbose, more=more) + "\n")
     if settings.suggest_rules and result.violations:
         from .render.suggest import suggest_rules  # loads PyYAML, needed only here
 
-        out.write("netaudit: rules that would allow the violations above:\n")
-        out.write(suggest_rules(result.violations))
-    out.flush()
+        out.people.write("netaudit: rules that would allow the violations above:\n")
+        out.people.write(suggest_rules(result.violations))
+    out.people.flush()
+    if out.json_to_stdout:
+        json_report.write_json(result, run, sys.stdout)
+        sys.stdout.flush()
     if settings.report is not None:
         try:
             with open(settings.report, "w", encoding="utf-8") as report:
@@ -415,6 +538,25 @@ def _emit(fmt: str, settings: Settings, result: AuditResult, run: RunInfo, out: 
             raise ConfigError(
                 f"cannot write the report: {err.strerror}", str(settings.report)
             ) from err
+
+
+@contextlib.contextmanager
+def _command_stdout_to_stderr(move: bool) -> Iterator[None]:
+    """While the traced command runs, its standard output goes to standard error, so that
+    netaudit's own standard output carries only what netaudit writes there (the JSON report,
+    the allowlist). Nothing moves when either stream is closed."""
+    saved: int | None = None
+    if move:
+        sys.stdout.flush()
+        with contextlib.suppress(OSError):
+            saved = os.dup(1)
+            os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def _run_info(

@@ -11,6 +11,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, Union, runtime_checkable
 
+from .markers import SESSION as SESSION
+from .markers import MarkVerb as MarkVerb
+
 #: Families the allowlist can name; the parser keeps any other family strace prints, as printed.
 AF_INET = "AF_INET"
 AF_INET6 = "AF_INET6"
@@ -144,21 +147,6 @@ class Hazard:
     raw: str = ""
 
 
-class MarkVerb(str, enum.Enum):
-    """What a test session announces in the trace with a marker (see ``markers``)."""
-
-    #: This process now drives the run: its events belong to the run's session.
-    START = "s"
-    #: A test begins (or resumes after a wider-scoped fixture) in this process.
-    BEGIN = "b"
-    #: The current test ends (or pauses for a wider-scoped fixture): back to the session.
-    END = "e"
-    #: The run is about to ask for its report: everything it did is in the log before this.
-    FINISH = "f"
-    #: A connection to the supervisor's control socket, not an event of the run.
-    CONTROL = "x"
-
-
 @dataclass(frozen=True)
 class Mark:
     """A marker ``connect()`` that a test session made to tell the trace where it is.
@@ -223,10 +211,6 @@ class Process:
     parent: int | None
     program: str
     path: str = ""
-
-
-#: The test label for events that happen outside any test in a test session.
-SESSION = "<session>"
 
 
 class NetEvent(NamedTuple):

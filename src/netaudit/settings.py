@@ -13,16 +13,13 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union, cast
+from typing import TYPE_CHECKING, Any, Union, cast
 
+from . import IO_URING_CHOICES
 from .errors import ConfigError
-from .rules import DEFAULT, Allowlist
-from .trace import IO_URING_CHOICES
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python < 3.11 only
-    import tomli as tomllib
+if TYPE_CHECKING:
+    from .rules import Allowlist
 
 DEFAULT_ALLOWLIST = "netaudit.yaml"
 
@@ -79,6 +76,8 @@ class AllowlistChoice:
 
     def load(self) -> Allowlist:
         if self.path is None:
+            from .rules import DEFAULT
+
             return DEFAULT
         if self.setting is not None and not self.path.exists():
             raise ConfigError(
@@ -108,9 +107,16 @@ def load_project_config(pyproject: Path | None) -> ProjectConfig:
         return ProjectConfig()
     try:
         text = pyproject.read_text(encoding="utf-8")
-        document = tomllib.loads(text)
     except OSError as err:
         raise ConfigError(f"cannot read: {err.strerror}", str(pyproject)) from err
+    if "netaudit" not in text:  # most pytest runs of most projects: no TOML to parse
+        return ProjectConfig(path=pyproject)
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python < 3.11 only
+        import tomli as tomllib
+    try:
+        document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"invalid TOML: {err}", str(pyproject)) from err
     table: Any = document.get("tool", {}).get("netaudit")
@@ -229,6 +235,20 @@ class Settings:
             check_report_path(self.report, self.report_setting)
         if self.keep_trace is not None:
             check_report_path(self.keep_trace, self.keep_trace_setting, "keep_trace")
+
+    def to_wire(self) -> dict[str, Any]:
+        """What a supervisor needs to judge a run's calls after the run's own report."""
+        path = self.allowlist.path
+        return {"allowlist": None if path is None else str(path), "verbose": self.verbose}
+
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any]) -> Settings:
+        path = wire.get("allowlist")
+        choice = AllowlistChoice(Path(path), "the session's") if isinstance(path, str) else None
+        return cls(
+            allowlist=choice or AllowlistChoice(None, "built-in"),
+            verbose=wire.get("verbose") is True,
+        )
 
 
 def resolve(

@@ -1,78 +1,73 @@
 """The supervisor of a traced test session: it reads the trace while the session runs and
 tells each run inside it what that run did.
 
-The supervisor runs strace around a command (a pytest session) and, in two threads of its
-own, follows the log as strace writes it (parse -> attribute -> fold) and serves a control
-socket. Each test run inside the traced tree (the session itself, its xdist workers, and any
-``pytest --netaudit`` a test starts) connects there, says which run it drives, sends the
-table of its tests as they start, and at its end asks for its part of the trace. Because the
-run puts a FINISH marker in the trace before it asks, and a traced process only goes on once
-strace has written its line, the answer covers everything the run did up to that point.
-
-The control socket is an abstract AF_UNIX address named after a random token: no file to
-clean up, and nothing for the traced tree to find but the token it is given.
-
-Protocol, one JSON object per line from the run; replies are a JSON line to ``hello`` and a
-length-prefixed pickle of ``RunAudit`` to ``finish`` (the supervisor is the trusted side,
-so only it sends pickles):
-``{"op": "hello", "run", "worker", "pid"}``, ``{"op": "test", "run", "worker", "test",
-"nodeid", "location"[, "policy"]}``, ``{"op": "finish", "run"}``.
+The supervisor runs strace around a command (a pytest session) and, in threads of its own,
+follows the log as strace writes it (parse -> attribute -> fold) and serves a control socket
+(protocol.py). Each test run inside the traced tree (the session itself, its xdist workers,
+and any ``pytest --netaudit`` a test starts) connects there, says which run it drives, sends
+the table of its tests as they start, and at its end asks for its part of the trace. Because
+the run puts a FINISH marker in the trace before it asks, and a traced process only goes on
+once strace has written its line, the answer covers everything the run did up to that point.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import pickle
 import socket
-import struct
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, NamedTuple
 
-from . import markers, spill
-from .attribute import Attributed, Lineage
-from .audit import Folder
+from . import ENV_RUN, ENV_SUPERVISOR, markers
 from .errors import TraceError
-from .model import SESSION, Destinations, Finding, Mark, MarkVerb, TraceStats
-from .parse import Parser
+from .markers import SESSION, MarkVerb
 from .trace import TracedRun, Tracer, has_hole, tampered
 
-ENV_SUPERVISOR = "NETAUDIT_SUPERVISOR"
-ENV_RUN = "NETAUDIT_RUN"
+if TYPE_CHECKING:
+    from .attribute import Attributed
+    from .audit import Folder
+    from .model import Mark
+    from .parse import Parser
+    from .protocol import Ask, Hello, Message, RunAudit, TableEntry, Welcome
+
+
 _POLL = 0.005
 _CHUNK = 1 << 20
-_MAX_LINE = 1 << 20
 _NAME_WAIT = 2.0
-_HEADER = struct.Struct("!Q")
 #: strace's niceness, when this process may raise it (measured: -n 2 suites 10% faster).
 STRACE_NICE = -10
 
 
-@dataclass(frozen=True)
-class RunAudit:
-    """What one run did, folded but not judged: the run judges it with its own allowlist."""
+class _Pipeline(NamedTuple):
+    """What reads the log: made by the reader thread, so that the modules it needs are
+    imported while the traced session starts, not before it (the supervisor imports nothing
+    it does not need to start strace: docs/performance.md)."""
 
-    #: Kept on disk, in the supervisor's private directory, when there are many.
-    destinations: Destinations
-    findings: tuple[Finding, ...] = ()
-    stats: TraceStats = field(default_factory=TraceStats)
-    #: nodeid -> "file:line" of each test the run named.
-    locations: tuple[tuple[str, str], ...] = ()
-    #: Why the audit of this run is incomplete; "" when it is complete.
-    problem: str = ""
-    #: nodeid -> the JSON of its netaudit markers (policy.normalise), for tests that have any.
-    policies: tuple[tuple[str, str], ...] = ()
+    parser: Parser
+    folder: Folder
+    #: What the top run did after it asked for its report.
+    late: Folder
+
+    @classmethod
+    def make(cls) -> _Pipeline:
+        from .audit import Folder
+        from .parse import Parser
+
+        return cls(Parser(), Folder(), Folder())
 
 
-@dataclass
 class _Run:
-    tests: dict[tuple[str, int], tuple[str, str]] = field(default_factory=dict)
-    policies: dict[str, str] = field(default_factory=dict)
-    finished: bool = False
-    served: bool = False
+    """What the supervisor knows of one run (mutable: it learns as the run talks)."""
+
+    def __init__(self) -> None:
+        self.tests: dict[tuple[str, int], tuple[str, str]] = {}
+        self.policies: dict[str, str] = {}
+        self.hello: Hello | None = None
+        #: Connections of the run (its session's, its workers') still being read.
+        self.talking = 0
+        self.finished = False
+        self.served = False
 
 
 class Supervisor:
@@ -101,9 +96,7 @@ class Supervisor:
         )
         self._cond = threading.Condition()
         self._runs: dict[str, _Run] = {run: _Run()}
-        self._folder = Folder()
-        self._late = Folder()
-        self._parser = Parser()
+        self._pipe: _Pipeline | None = None
         self._done = threading.Event()
         self._consumed = False
         #: How many times the reader has caught up with strace; how many lines it has read.
@@ -138,9 +131,13 @@ class Supervisor:
                 except OSError as err:
                     raise TraceError(f"cannot open the control socket: {err.strerror}") from err
                 self._start(self._serve, "netaudit-control")
-                self._start(self._consume, "netaudit-consume")
                 try:
-                    return self.traced.run(command, env=env, cwd=cwd)
+                    return self.traced.run(
+                        command,
+                        env=env,
+                        cwd=cwd,
+                        started=lambda: self._start(self._consume, "netaudit-consume"),
+                    )
                 finally:
                     self._done.set()
                     for thread in self._threads[1:]:
@@ -162,12 +159,16 @@ class Supervisor:
     # -- reading the log ----------------------------------------------------------------
 
     def _consume(self) -> None:
-        lineage = Lineage(root=(self.run_id, SESSION))
         try:
+            from . import protocol  # noqa: F401 - for the first run's hello, answered at once
+            from .attribute import Lineage
+
+            lineage = Lineage(root=(self.run_id, SESSION))
             with self._cond:
-                items = lineage.attribute(self._parser.records(self._follow()))
-                self._folder.feed(_until_late(items, self), self._on_mark)
-                self._late.feed(items)
+                pipe = self._pipe = _Pipeline.make()
+                items = lineage.attribute(pipe.parser.records(self._follow()))
+                pipe.folder.feed(_until_late(items, self), self._on_mark)
+                pipe.late.feed(items)
         except Exception as exc:  # any failure here makes the audit incomplete
             self._failure = f"reading the trace failed: {exc!r}"
         finally:
@@ -239,43 +240,80 @@ class Supervisor:
             ).start()
 
     def _talk(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rb") as stream:
-            for raw in iter(lambda: stream.readline(_MAX_LINE), b""):
-                try:
-                    message = json.loads(raw)
-                    op = message["op"]
-                except (ValueError, KeyError, TypeError):
-                    continue  # a run speaks this protocol or says nothing
-                if op == "hello":
-                    conn.sendall(json.dumps(self._hello()).encode() + b"\n")
-                elif op == "test":
-                    self._table(message)
-                elif op == "finish":
-                    answer = pickle.dumps(self.audit_of(str(message.get("run", ""))))
-                    conn.sendall(_HEADER.pack(len(answer)) + answer)
+        from .protocol import MAX_LINE, Bye, Hello, decode, reply
 
-    def _hello(self) -> dict[str, object]:
-        return {
-            "strace_pid": self.traced.strace_pid,
-            "strace": self.tracer.path,
-            "strace_version": self.tracer.version,
-            "seccomp_bpf": self.tracer.seccomp_bpf,
-            "strace_cpu": self.traced.strace_cpu,
-        }
+        run: _Run | None = None
+        try:
+            with conn, conn.makefile("rb") as stream:
+                for raw in iter(lambda: stream.readline(MAX_LINE), b""):
+                    message = decode(raw)
+                    if isinstance(message, Hello) and run is None:
+                        run = self._greet(message)
+                        conn.sendall(reply(self.welcome()))
+                    elif isinstance(message, Bye) and run is not None:
+                        self._hung_up(run)
+                        run = None
+                    else:
+                        self._answer(conn, message)
+        except OSError:
+            pass  # the run is gone: what it did is in the trace, and its end says so
+        finally:
+            if run is not None:
+                self._hung_up(run)
 
-    def _table(self, message: Mapping[str, object]) -> None:
-        run, worker, test = message.get("run"), message.get("worker", ""), message.get("test")
-        nodeid, location = message.get("nodeid"), message.get("location", "")
-        if not (isinstance(run, str) and isinstance(worker, str) and isinstance(test, int)):
-            return
-        if isinstance(nodeid, str) and isinstance(location, str):
-            with self._cond:
-                entry = self._runs.setdefault(run, _Run())
-                entry.tests[(markers.safe_worker(worker), test)] = (nodeid, location)
-                policy = message.get("policy")
-                if isinstance(policy, dict):
-                    entry.policies[nodeid] = json.dumps(policy)
-                self._cond.notify_all()
+    def _hung_up(self, run: _Run) -> None:
+        with self._cond:
+            run.talking -= 1
+            self._cond.notify_all()
+
+    def _answer(self, conn: socket.socket, message: Message | None) -> None:
+        from .protocol import Ask, Finish, TableEntry, reply
+
+        if isinstance(message, TableEntry):
+            self._table(message)
+        elif isinstance(message, Ask):
+            conn.sendall(reply(self.audit_of_test(message)))
+        elif isinstance(message, Finish):
+            conn.sendall(reply(self.audit_of(message.run)))
+
+    def welcome(self) -> Welcome:
+        from .protocol import Welcome
+
+        return Welcome(
+            strace_pid=self.traced.strace_pid,
+            strace=self.tracer.path,
+            strace_version=self.tracer.version,
+            seccomp_bpf=self.tracer.seccomp_bpf,
+            strace_cpu=self.traced.strace_cpu,
+            names=self.traced.names,
+            io_uring=self.traced.io_uring,
+        )
+
+    def _greet(self, hello: Hello) -> _Run:
+        with self._cond:
+            entry = self._runs.setdefault(hello.run, _Run())
+            entry.talking += 1
+            if entry.hello is None and not hello.worker:  # a worker's controller speaks
+                entry.hello = hello
+            return entry
+
+    @property
+    def hello(self) -> Hello | None:
+        """What the top run said of itself, if it said anything (it may have crashed first)."""
+        return self._runs[self.run_id].hello
+
+    def _table(self, entry: TableEntry) -> None:
+        with self._cond:
+            run = self._runs.setdefault(entry.run, _Run())
+            run.tests[(markers.safe_worker(entry.worker), entry.test)] = (
+                entry.nodeid,
+                entry.location,
+            )
+            if entry.policy is not None:
+                import json
+
+                run.policies[entry.nodeid] = json.dumps(entry.policy)
+            self._cond.notify_all()
 
     def audit_of(self, run: str) -> RunAudit:
         """Waits until the log has been read up to the run's FINISH marker, then folds.
@@ -287,47 +325,73 @@ class Supervisor:
         with self._cond:
             entry = self._runs.setdefault(run, _Run())
             asked = self._caught_up
+            self._cond.notify_all()
             self._cond.wait_for(
                 lambda: entry.finished or self._consumed or self._caught_up >= asked + 2
             )
             entry.served = True
             cut = self._cut()
+            pipe = self._piped()
             if run == self.run_id:
-                self._foreign_served = self._parser.stats.foreign
+                self._foreign_served = pipe.parser.stats.foreign
                 self._holed_served = cut
-            problem = self._failure or tampered(self._parser.stats.foreign, cut)
+            problem = self._failure or tampered(pipe.parser.stats.foreign, cut)
             if not entry.finished and not problem:
                 problem = (
                     "the trace ended before the run finished"
                     if self._consumed
                     else "the run's end marker never reached the trace"
                 )
-            return self._named(run, self._folder, problem)
+            return self._named(run, pipe.folder, problem)
 
-    def _named(self, run: str, folder: Folder, problem: str) -> RunAudit:
-        """The run's part of ``folder``, with test keys replaced by nodeids (waiting a moment
-        for a table line still in flight); destinations that then fall together are merged.
+    def audit_of_test(self, ask: Ask) -> RunAudit:
+        """What one test did so far: the log read to its end as it was when the test asked
+        (its own calls are in it: a traced call goes on only once strace has written it)."""
+        key = markers.test_key(markers.safe_worker(ask.worker), ask.test)
+        with self._cond:
+            asked = self._caught_up
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._consumed or self._caught_up > asked)
+            pipe = self._piped()
+            problem = self._failure or tampered(pipe.parser.stats.foreign)
+            return self._named(ask.run, pipe.folder, problem, key)
+
+    def _named(self, run: str, folder: Folder, problem: str, test: str | None = None) -> RunAudit:
+        """The run's part of ``folder`` (only test key ``test``'s, if given), with test keys
+        replaced by nodeids; destinations that then fall together are merged.
+
+        A run sends its table before it asks, on the same connection; an xdist worker's
+        lines come on the worker's own, which may still be read when the controller asks: a
+        key still unknown is waited for while a connection of the run is still open (a
+        worker is gone by then; ``_NAME_WAIT`` bounds a worker that a test stopped).
 
         Many destinations stay on disk, in the folder's private directory: the answer holds
         their path (see spill.Spilled), which the run reads before the session ends.
         """
-        tests = self._runs[run].tests
-        findings = folder.findings(run)
-        wanted = {*folder.tests(run), *(f.test for f in findings)}
+        entry = self._runs[run]
+        tests = entry.tests
+        findings = [f for f in folder.findings(run) if test is None or f.test == test]
+        wanted = {*folder.tests(run), *(f.test for f in findings)} if test is None else {test}
         keys = {key for key in wanted if key != SESSION}
-        deadline = time.monotonic() + _NAME_WAIT
-        while any(_split(key) not in tests for key in keys):
-            left = deadline - time.monotonic()
-            if left <= 0 or not self._cond.wait(left):
-                break
+        self._cond.wait_for(
+            lambda: entry.talking <= 1 or all(_split(key) in tests for key in keys),
+            timeout=_NAME_WAIT,
+        )
+        from dataclasses import replace
+
+        from . import spill
+        from .protocol import RunAudit
+
         names = {key: tests.get(_split(key), (f"<unnamed test {key}>", ""))[0] for key in keys}
-        destinations = folder.destinations(run, names)
+        destinations = folder.destinations(run, names, test)
         calls, unparsed = spill.calls(destinations)
         return RunAudit(
             destinations=destinations,
             findings=tuple(replace(f, test=names.get(f.test, f.test)) for f in findings),
             # The parser's own counts are written back only when its stream ends.
-            stats=replace(self._parser.stats, lines=self._lines, calls=calls, unparsed=unparsed),
+            stats=replace(
+                self._piped().parser.stats, lines=self._lines, calls=calls, unparsed=unparsed
+            ),
             locations=tuple(sorted(set(tests.values()))),
             problem=problem,
             policies=tuple(sorted(self._runs[run].policies.items())),
@@ -338,13 +402,22 @@ class Supervisor:
         whether that is all it did (its report never came, say after a crash)."""
         run = self.run_id
         with self._cond:
+            pipe = self._piped()
+            foreign = pipe.parser.stats.foreign
             if self._runs[run].served:
-                late = self._late
-                foreign = self._parser.stats.foreign - self._foreign_served
-                problem = tampered(foreign, self._holed and not self._holed_served)
+                late = pipe.late
+                cut = self._holed and not self._holed_served
+                problem = tampered(foreign - self._foreign_served, cut)
                 return self._named(run, late, problem), False
-            problem = self._failure or tampered(self._parser.stats.foreign, self._holed)
-            return self._named(run, self._folder, problem), True
+            problem = self._failure or tampered(foreign, self._holed)
+            return self._named(run, pipe.folder, problem), True
+
+    def _piped(self) -> _Pipeline:
+        """The reader's pipeline; an empty one if the reader failed before it made its own
+        (its failure is then the audit's problem)."""
+        if self._pipe is None:
+            self._pipe = _Pipeline.make()
+        return self._pipe
 
 
 def _one_cpu() -> int | None:
@@ -364,36 +437,3 @@ def _until_late(items: Iterator[Attributed], supervisor: Supervisor) -> Iterator
         yield item
         if supervisor.top_finished:
             return
-
-
-def connect(token: str, timeout: float = 10.0) -> socket.socket:
-    """A run's connection to its supervisor."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(markers.address(token, MarkVerb.CONTROL))
-    except OSError:
-        sock.close()
-        raise
-    sock.settimeout(None)
-    return sock
-
-
-def read_audit(sock: socket.socket) -> RunAudit:
-    header = _read_exactly(sock, _HEADER.size)
-    (size,) = _HEADER.unpack(header)
-    answer = pickle.loads(_read_exactly(sock, size))
-    if not isinstance(answer, RunAudit):
-        raise ValueError("the supervisor's answer is not a RunAudit")
-    return answer
-
-
-def _read_exactly(sock: socket.socket, size: int) -> bytes:
-    parts, left = [], size
-    while left:
-        part = sock.recv(min(left, _CHUNK))
-        if not part:
-            raise ConnectionError("the supervisor closed the connection")
-        parts.append(part)
-        left -= len(part)
-    return b"".join(parts)

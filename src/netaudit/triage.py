@@ -23,7 +23,7 @@ import yaml
 
 from . import spill
 from .audit import judge
-from .errors import NetauditError
+from .errors import InputError
 from .jsonstream import Reader
 from .model import Destination, Destinations, Endpoint, Verdict
 from .render import json as json_report
@@ -42,7 +42,7 @@ MAX_NAMED = 5
 _UNPARSED = "UNPARSED"
 
 
-class ReportError(NetauditError):
+class ReportError(InputError):
     """A report that cannot be read: unreadable, not JSON, or not a schema we know."""
 
 

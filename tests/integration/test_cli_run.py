@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from netaudit.errors import EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_NO_TRACER, EXIT_VIOLATIONS
+from netaudit.errors import EXIT_INCOMPLETE, EXIT_USAGE, EXIT_VIOLATIONS
 from tests.conftest import TinyTmpfs
 from tests.netns import Netns
 from tests.processes import alive, sleeping_tree, wait_for
@@ -148,30 +148,43 @@ def test_a_clean_run_exits_zero_and_still_writes_the_report(tmp_path: Path) -> N
     assert "netaudit: no violations" in done.stderr
 
 
-def test_the_commands_failure_status_wins_over_violations(netns: Netns, tmp_path: Path) -> None:
+def test_violations_outweigh_the_commands_failure_and_both_are_said(
+    netns: Netns, tmp_path: Path
+) -> None:
     code = "import socket, sys; socket.socket().connect_ex(('192.0.2.9', 80)); sys.exit(7)"
     done = netaudit("run", "--", PY, "-c", code, cwd=tmp_path, netns=netns)
-    assert done.returncode == 7
+    assert done.returncode == EXIT_VIOLATIONS
     assert "192.0.2.9:80" in done.stderr
+    assert "netaudit: the command exited with 7; netaudit exits 1 for the violations\n" in (
+        done.stderr
+    )
+
+
+def test_a_clean_run_keeps_the_commands_failing_status_and_says_so(tmp_path: Path) -> None:
+    done = netaudit("run", "--", PY, "-c", "import sys; sys.exit(7)", cwd=tmp_path)
+    assert done.returncode == 7
+    assert done.stderr.endswith("netaudit: the command exited with 7\n"), done.stderr
 
 
 def test_a_death_by_signal_is_passed_through_as_128_plus_n(tmp_path: Path) -> None:
     code = "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"
-    assert netaudit("run", "--", PY, "-c", code, cwd=tmp_path).returncode == 128 + 15
+    done = netaudit("run", "--", PY, "-c", code, cwd=tmp_path)
+    assert done.returncode == 128 + 15
+    assert "netaudit: the command exited with 143 (killed by SIGTERM)\n" in done.stderr
 
 
 def test_an_invalid_allowlist_stops_the_run_before_anything_runs(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("version: 1\nallowlist:\n  - family: AF_INET\n    adr: x\n")
     marker = tmp_path / "ran"
     done = netaudit("run", "--allowlist", "bad.yaml", "--", "touch", str(marker), cwd=tmp_path)
-    assert done.returncode == EXIT_CONFIG
+    assert done.returncode == EXIT_USAGE
     assert done.stderr.startswith(f"netaudit: error: {tmp_path / 'bad.yaml'}:4: ")
     assert not marker.exists()
 
 
-def test_a_missing_strace_is_its_own_exit_code(tmp_path: Path) -> None:
+def test_a_missing_strace_is_a_usage_error_before_anything_runs(tmp_path: Path) -> None:
     done = netaudit("run", "--strace", "/nonexistent/strace", "--", "true", cwd=tmp_path)
-    assert done.returncode == EXIT_NO_TRACER
+    assert done.returncode == EXIT_USAGE
     assert "apt-get install strace" in done.stderr
 
 
@@ -322,7 +335,7 @@ def test_a_report_that_cannot_be_written_never_hides_the_commands_status(
 ) -> None:
     (tmp_path / "folder").mkdir()
     refused = netaudit("run", "--report", "folder", "--", "touch", "ran", cwd=tmp_path)
-    assert refused.returncode == EXIT_CONFIG
+    assert refused.returncode == EXIT_USAGE
     assert "the report path is a folder" in refused.stderr
     assert not (tmp_path / "ran").exists()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from netaudit import allowlist
+from netaudit.errors import EXIT_VIOLATIONS
 from netaudit.model import Endpoint
 from netaudit.triage import REVIEW_PREFIX
 from tests.netns import Netns
@@ -52,7 +53,7 @@ def test_a_baseline_keeps_a_failed_commands_status(tmp_path: Path, netns: Netns)
         cwd=tmp_path, netns=netns,
     )  # fmt: skip
     assert made.returncode == 7
-    assert "the command failed (status 7)" in made.stderr
+    assert "netaudit: the command exited with 7\n" in made.stderr
     assert len(allowlist.loads(made.stdout).rules) == 1
 
 
@@ -64,7 +65,7 @@ def test_triage_merges_the_reports_of_several_runs(tmp_path: Path, netns: Netns)
             "run", "--report", str(report), "--", sys.executable, "-c", REACH, *ports,
             cwd=tmp_path, netns=netns,
         )  # fmt: skip
-        assert ran.returncode == 100, ran.stderr
+        assert ran.returncode == EXIT_VIOLATIONS, ran.stderr
         reports.append(str(report))
     triaged = netaudit("triage", "--format", "json", *reports, cwd=tmp_path)
     assert triaged.returncode == 1, triaged.stderr

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from netaudit.errors import EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_VIOLATIONS
+from netaudit.errors import EXIT_INCOMPLETE, EXIT_USAGE, EXIT_VIOLATIONS
 from tests.netns import EXTERNAL_V4, Netns
 from tests.runner import netaudit
 
@@ -52,7 +52,7 @@ def test_analyze_reports_an_incomplete_audit_as_not_clean(tmp_path: Path) -> Non
         "10  1795634279.2 io_uring_setup(4, {flags=0, sq_thread_cpu=0}) = 3\n"
     )
     done = netaudit("analyze", str(log), cwd=tmp_path)
-    assert done.returncode == 1
+    assert done.returncode == EXIT_INCOMPLETE
     assert "netaudit: audit incomplete: io_uring used by pid 10 (u)" in done.stdout
 
 
@@ -126,7 +126,7 @@ def test_an_unknown_io_uring_setting_is_refused_at_its_line(tmp_path: Path) -> N
     pyproject = '[project]\nname = "x"\n\n[tool.netaudit]\nio_uring = "allow"\n'
     (tmp_path / "pyproject.toml").write_text(pyproject)
     done = netaudit("run", "--", "touch", "ran", cwd=tmp_path)
-    assert done.returncode == EXIT_CONFIG, done.stderr
+    assert done.returncode == EXIT_USAGE, done.stderr
     assert "pyproject.toml:5: [tool.netaudit] io_uring must be 'report' or 'deny'" in done.stderr
     assert not (tmp_path / "ran").exists()
 

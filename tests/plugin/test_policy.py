@@ -245,6 +245,8 @@ def test_junitxml_records_violations_on_their_test_cases(
         how = []
     result = pytest_run("--netaudit", "--junitxml=junit.xml", *how, cwd=pytester.path)
     assert result.ret == 1, output(result)
+    # With failures, the test itself fails: the terminal and the file agree.
+    result.stdout.re_match_lines([r".*3 failed, 3 passed.*" if failures else r".*6 passed.*"])
     found = cases(pytester.path / "junit.xml")
     for name, case in found.items():
         values = junit_properties(case)
@@ -252,8 +254,10 @@ def test_junitxml_records_violations_on_their_test_cases(
         if name in VIOLATED:
             (value,) = values
             assert value.startswith("AF_INET ") and "; by python: connect -> " in value, value
-            assert [f.get("message") for f in failed] == (
-                ["netaudit: 1 destination not allowed"] if failures else []
+            messages = [f.get("message", "") for f in failed]
+            assert len(messages) == failures, messages
+            assert all(
+                m.startswith("netaudit: 1 destination not allowed\n  AF_INET ") for m in messages
             )
         else:
             assert (values, failed) == ([], []), name

@@ -197,9 +197,12 @@ def test_a_pytest_ini_inifile_uses_the_pyproject_beside_it(pytester: pytest.Pyte
     assert OK_ROW.format(rule="beside pytest.ini") in result.outlines
 
 
-def test_a_pyproject_pytest_does_not_use_is_ignored(pytester: pytest.Pytester) -> None:
-    # pytest's inifile is ../pytest.ini: the pyproject.toml in the current directory is not
-    # part of this run's configuration, so it does not switch netaudit on.
+def test_a_pyproject_asking_for_the_audit_that_pytest_does_not_read_is_refused(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest's inifile is ../pytest.ini: the pyproject.toml in the current directory is not
+    part of this run's configuration. It asks for the audit all the same, so the run is
+    refused rather than left silently unaudited, and the error says what to do."""
     root = pytester.path
     pytester.makefile(".ini", pytest="[pytest]\naddopts = -ra\n")
     write(root / "tests" / "pyproject.toml", "[tool.netaudit]\nenabled = true\n")
@@ -207,9 +210,19 @@ def test_a_pyproject_pytest_does_not_use_is_ignored(pytester: pytest.Pytester) -
 
     result = pytest_run(cwd=root / "tests")
 
-    assert result.ret == 0, lines_of(result)
-    result.stdout.fnmatch_lines(["configfile: pytest.ini", "*1 passed*"])
-    assert not says_netaudit(result), lines_of(result)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, lines_of(result)
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: netaudit: {root / 'tests' / 'pyproject.toml'}:2 asks for the audit "
+            f"(enabled = true), but pytest reads its configuration from {root / 'pytest.ini'}*"
+            "pass --netaudit*--no-netaudit"
+        ]
+    )
+    opted_out = pytest_run("--no-netaudit", cwd=root / "tests")
+    assert opted_out.ret == 0, lines_of(opted_out)
+    assert not says_netaudit(opted_out), lines_of(opted_out)
+    audited = pytest_run("--netaudit", cwd=root / "tests")
+    assert audited.ret == 1, lines_of(audited)
 
 
 # -- verbose, report and suggest_rules -------------------------------------------------

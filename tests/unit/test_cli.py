@@ -1,17 +1,21 @@
-"""`netaudit analyze` and `netaudit check`: exit codes, output streams, messages."""
+"""The command line without strace: options, exit codes, output streams, messages."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
-from netaudit.cli import main
-from netaudit.errors import EXIT_CONFIG
+from netaudit import status
+from netaudit.cli import build_parser, main
+from netaudit.errors import EXIT_INCOMPLETE, EXIT_USAGE, ExitCode
 from tests.unit.test_allowlist import BAD
 
 EXTERNAL = (
@@ -52,16 +56,16 @@ def test_analyze_exits_one_for_violations_and_reports_them_on_stdout(
     assert "    AF_INET 93.184.216.34:443 (count=1, pids=[4242])" in out
 
 
-def test_analyze_exits_two_for_an_unreadable_log(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["analyze", "missing.log"]) == 2
+def test_analyze_exits_four_for_an_unreadable_log(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", "missing.log"]) == EXIT_USAGE
     assert "cannot read the strace log missing.log" in capsys.readouterr().err
 
 
-def test_analyze_exits_two_for_an_invalid_allowlist(
+def test_analyze_exits_four_for_an_invalid_allowlist(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "netaudit.yaml").write_text("version: 2\n")
-    assert main(["analyze", log(tmp_path, LOOPBACK)]) == 2
+    assert main(["analyze", log(tmp_path, LOOPBACK)]) == EXIT_USAGE
     assert f"{tmp_path / 'netaudit.yaml'}:1:" in capsys.readouterr().err
 
 
@@ -121,25 +125,25 @@ def test_check_lists_the_rules_with_their_lines_and_the_builtins(
     assert "  built-in  loopback (IPv4)" in out
 
 
-def test_check_exits_two_with_the_file_and_line_for_an_invalid_allowlist(
+def test_check_exits_four_with_the_file_and_line_for_an_invalid_allowlist(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "a.yaml").write_text(
         "version: 1\nallowlist:\n  - family: AF_INET\n    port: 70000\n"
     )
-    assert main(["check", "a.yaml"]) == 2
+    assert main(["check", "a.yaml"]) == EXIT_USAGE
     assert capsys.readouterr().err.startswith(f"netaudit: error: {tmp_path / 'a.yaml'}:4: ")
 
 
 def test_run_reports_a_config_error_with_its_reserved_code(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text("[tool.netaudit]\nenable = true\n")
-    assert main(["run", "--", "true"]) == EXIT_CONFIG
+    assert main(["run", "--", "true"]) == EXIT_USAGE
 
 
 def test_run_without_a_command_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["run", "--"])
-    assert exit_.value.code == 2
+    assert exit_.value.code == EXIT_USAGE
 
 
 def test_python_dash_m_runs_the_same_command() -> None:
@@ -151,16 +155,13 @@ def test_python_dash_m_runs_the_same_command() -> None:
 
 
 @pytest.mark.parametrize(("text", "message"), BAD)
-@pytest.mark.parametrize(
-    ("command", "status"), [("check", 2), ("analyze", 2), ("run", EXIT_CONFIG)]
-)
+@pytest.mark.parametrize("command", ["check", "analyze", "run"])
 def test_each_bad_allowlist_fails_every_command_with_its_message_and_exit_code(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     text: str,
     message: str,
     command: str,
-    status: int,
 ) -> None:
     (tmp_path / "allow.yaml").write_text(text)
     args = {
@@ -168,7 +169,7 @@ def test_each_bad_allowlist_fails_every_command_with_its_message_and_exit_code(
         "analyze": ["analyze", "--allowlist", "allow.yaml", log(tmp_path, LOOPBACK)],
         "run": ["run", "--allowlist", "allow.yaml", "--", "touch", "ran"],
     }[command]
-    assert main(args) == status
+    assert main(args) == EXIT_USAGE
     where = str(tmp_path / "allow.yaml")
     assert capsys.readouterr().err == f"netaudit: error: {where}{message[len('allow.yaml') :]}\n"
     assert not (tmp_path / "ran").exists()
@@ -188,7 +189,7 @@ def test_analyze_reads_standard_input_for_dash_whatever_its_bytes(
 def test_a_report_into_a_missing_folder_is_refused_before_the_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["run", "--report", "no/such/r.json", "--", "touch", "ran"]) == EXIT_CONFIG
+    assert main(["run", "--report", "no/such/r.json", "--", "touch", "ran"]) == EXIT_USAGE
     assert "the report's folder does not exist" in capsys.readouterr().err
     assert not (tmp_path / "ran").exists()
 
@@ -205,5 +206,95 @@ def test_analyze_refuses_a_file_that_is_not_a_strace_log(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, said: str
 ) -> None:
     (tmp_path / "x.log").write_bytes(content)
-    assert main(["analyze", "x.log"]) == 2
+    assert main(["analyze", "x.log"]) == EXIT_USAGE
     assert f"x.log {said}: nothing was judged" in capsys.readouterr().err
+
+
+def _every_parser(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _every_parser(sub)
+
+
+def test_every_option_and_argument_of_every_command_has_help_text() -> None:
+    parsers = list(_every_parser(build_parser()))
+    commands = ("run", "analyze", "check", "schema", "triage", "baseline")
+    assert {parser.prog for parser in parsers} == {"netaudit", *(f"netaudit {c}" for c in commands)}
+    missing = [
+        f"{parser.prog} {'/'.join(action.option_strings) or action.dest}"
+        for parser in parsers
+        for action in parser._actions
+        if not action.help or action.help == argparse.SUPPRESS
+    ]
+    assert missing == []
+
+
+def test_the_exit_statuses_are_pytests_own_numbers_for_the_same_outcomes() -> None:
+    pairs = [
+        (ExitCode.OK, pytest.ExitCode.OK, status.OK),
+        (ExitCode.VIOLATIONS, pytest.ExitCode.TESTS_FAILED, status.TESTS_FAILED),
+        (ExitCode.INCOMPLETE, pytest.ExitCode.INTERNAL_ERROR, status.INTERNAL_ERROR),
+        (ExitCode.USAGE, pytest.ExitCode.USAGE_ERROR, status.USAGE_ERROR),
+    ]
+    for ours, pytests, plugins in pairs:
+        assert int(ours) == int(pytests) == plugins, ours.name
+
+
+@pytest.mark.parametrize(
+    "argv", [["nosuch"], ["analyze"], ["run", "--format", "xml", "--", "true"], ["--bogus"]]
+)
+def test_a_usage_error_exits_four_with_the_usage(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == EXIT_USAGE
+    assert capsys.readouterr().err.startswith("usage: netaudit")
+
+
+def test_analyze_exits_three_for_an_incomplete_audit_even_with_violations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uring = "4242  1795634279.1 io_uring_setup(4, {flags=0, sq_thread_cpu=0}) = 3\n"
+    assert main(["analyze", log(tmp_path, EXTERNAL, uring)]) == EXIT_INCOMPLETE
+    out = capsys.readouterr().out
+    assert "netaudit: audit incomplete: io_uring used by pid 4242" in out
+    assert "AF_INET 93.184.216.34:443" in out
+
+
+def test_analyze_report_dash_prints_json_on_stdout_and_the_text_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["analyze", "--report", "-", "--suggest-rules", log(tmp_path, EXTERNAL)]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["summary"]["violations"] == 1
+    assert "netaudit: 1 violation detected" in captured.err
+    assert "rules that would allow the violations above" in captured.err
+    assert not (tmp_path / "-").exists()
+
+
+def test_json_format_keeps_suggested_rules_out_of_the_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["analyze", "--format", "json", "--suggest-rules", log(tmp_path, EXTERNAL)]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["summary"]["violations"] == 1
+    assert "addr: 93.184.216.34" in captured.err
+
+
+def test_report_dash_wins_over_the_report_file_of_pyproject(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.netaudit]\nreport = "out.json"\n')
+    assert main(["analyze", "--report", "-", log(tmp_path, LOOPBACK)]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"]["clean"] is True
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"netaudit {metadata.version('netaudit')}\n"

@@ -5,12 +5,11 @@ from __future__ import annotations
 import itertools
 import os
 import pickle
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -30,7 +29,8 @@ from netaudit.model import (
     Syscall,
     TraceStats,
 )
-from netaudit.supervisor import RunAudit, Supervisor, read_audit
+from netaudit.protocol import Hello, RunAudit, TableEntry
+from netaudit.supervisor import Supervisor
 from netaudit.trace import Tracer
 
 RUN = "0123456789abcdef"
@@ -98,32 +98,6 @@ def test_endpoints_from_a_pickle_made_by_another_process_still_find_their_equals
     assert hash(theirs) == hash(PUBLIC)
 
 
-def answer(payload: bytes) -> socket.socket:
-    """A socket whose peer has sent ``payload`` and closed."""
-    ours, theirs = socket.socketpair()
-    with theirs:
-        theirs.sendall(payload)
-    return ours
-
-
-def test_read_audit_reads_a_length_prefixed_pickle() -> None:
-    data = pickle.dumps(AUDIT)
-    with answer(len(data).to_bytes(8, "big") + data) as sock:
-        assert read_audit(sock) == AUDIT
-
-
-def test_read_audit_refuses_anything_but_a_run_audit() -> None:
-    data = pickle.dumps({"destinations": ()})
-    with answer(len(data).to_bytes(8, "big") + data) as sock, pytest.raises(ValueError):
-        read_audit(sock)
-
-
-def test_read_audit_fails_when_the_supervisor_hangs_up_midway() -> None:
-    data = pickle.dumps(AUDIT)
-    with answer(len(data).to_bytes(8, "big") + data[:-1]) as sock, pytest.raises(ConnectionError):
-        read_audit(sock)
-
-
 # Naming test keys.
 
 
@@ -136,16 +110,7 @@ def sup() -> Supervisor:
 def table(
     sup: Supervisor, worker: str, test: int, nodeid: str, location: str, run: str = RUN
 ) -> None:
-    sup._table(
-        {
-            "op": "test",
-            "run": run,
-            "worker": worker,
-            "test": test,
-            "nodeid": nodeid,
-            "location": location,
-        }
-    )
+    sup._table(TableEntry(run, worker, test, nodeid, location))
 
 
 def named(
@@ -216,78 +181,77 @@ def test_two_workers_destinations_of_one_nodeid_are_merged(sup: Supervisor) -> N
     assert audit.locations == (("t.py::a", "t.py:3"),)
 
 
-def test_an_unknown_key_is_named_as_unnamed_after_a_short_wait(
-    sup: Supervisor, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(supervisor_module, "_NAME_WAIT", 0.05)
-    table(sup, "gw0", 0, "t.py::a", "t.py:3")
-    began = time.monotonic()
-    audit = named(sup, [folded("gw0:0"), folded("gw0:7")])
-    waited = time.monotonic() - began
-    assert [d.test for d in audit.destinations] == ["t.py::a", "<unnamed test gw0:7>"]
-    assert 0.05 <= waited < 1.0
+class _Watched(threading.Condition):
+    """A condition that says when someone waits on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = threading.Event()
+
+    def wait_for(self, predicate: Any, timeout: float | None = None) -> Any:
+        self.waiting.set()
+        return super().wait_for(predicate, timeout)
 
 
-def test_known_keys_are_named_without_waiting(
-    sup: Supervisor, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(supervisor_module, "_NAME_WAIT", 5.0)
-    table(sup, "", 0, "t.py::a", "t.py:3")
-    began = time.monotonic()
-    assert [d.test for d in named(sup, [folded(":0"), folded(SESSION)]).destinations] == [
-        "t.py::a",
-        SESSION,
-    ]
-    assert time.monotonic() - began < 1.0
-
-
-def test_a_table_line_still_in_flight_is_waited_for(
-    sup: Supervisor, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(supervisor_module, "_NAME_WAIT", 5.0)
-
-    def late() -> None:
-        time.sleep(0.1)
-        table(sup, "", 4, "t.py::late", "t.py:40")
-
-    thread = threading.Thread(target=late)
-    began = time.monotonic()
+def in_thread(work: Any) -> Any:
+    """Runs ``work`` in a thread; a generous bound only turns a hang into a failure."""
+    done: list[Any] = []
+    thread = threading.Thread(target=lambda: done.append(work()))
     thread.start()
-    try:
-        audit = named(sup, [folded(":4")])
-    finally:
-        thread.join()
-    assert [d.test for d in audit.destinations] == ["t.py::late"]
-    assert time.monotonic() - began < 4.0
+    thread.join(60)
+    assert not thread.is_alive(), "hung"
+    return done[0]
 
 
-def test_a_table_of_another_run_names_nothing_here(
+def test_an_unknown_key_is_named_as_unnamed_once_no_other_connection_of_the_run_is_open(
     sup: Supervisor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(supervisor_module, "_NAME_WAIT", 0.01)
+    monkeypatch.setattr(supervisor_module, "_NAME_WAIT", 3600)
+    table(sup, "gw0", 0, "t.py::a", "t.py:3")
+    audit = in_thread(lambda: named(sup, [folded("gw0:0"), folded("gw0:7")]))
+    assert [d.test for d in audit.destinations] == ["t.py::a", "<unnamed test gw0:7>"]
+
+
+def test_a_table_line_still_in_flight_on_a_workers_connection_is_waited_for(
+    sup: Supervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(supervisor_module, "_NAME_WAIT", 3600)
+    watched = sup._cond = _Watched()
+    asking = sup._greet(Hello(RUN))
+    sup._greet(Hello(RUN, worker="gw0"))  # still connected: its lines may still come
+    assert asking.talking == 2
+    result: list[RunAudit] = []
+    thread = threading.Thread(target=lambda: result.append(named(sup, [folded("gw0:4")])))
+    thread.start()
+    assert watched.waiting.wait(60)
+    table(sup, "gw0", 4, "t.py::late", "t.py:40")
+    thread.join(60)
+    assert [d.test for d in result[0].destinations] == ["t.py::late"]
+
+
+def test_a_worker_that_hung_up_is_not_waited_for(
+    sup: Supervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(supervisor_module, "_NAME_WAIT", 3600)
+    asking = sup._greet(Hello(RUN))
+    sup._hung_up(sup._greet(Hello(RUN, worker="gw0")))
+    assert asking.talking == 1
+    audit = in_thread(lambda: named(sup, [folded("gw0:4")]))
+    assert [d.test for d in audit.destinations] == ["<unnamed test gw0:4>"]
+
+
+def test_a_table_of_another_run_names_nothing_here(sup: Supervisor) -> None:
     table(sup, "", 0, "t.py::a", "t.py:3", run=OTHER)
     assert [d.test for d in named(sup, [folded(":0")]).destinations] == ["<unnamed test :0>"]
     assert [d.test for d in named(sup, [folded(":0")], run=OTHER).destinations] == ["t.py::a"]
 
 
-@pytest.mark.parametrize(
-    "message",
-    [
-        {"op": "test", "run": RUN, "worker": "", "test": "0", "nodeid": "t.py::a"},
-        {"op": "test", "run": RUN, "worker": "", "test": 0},
-        {"op": "test", "run": RUN, "worker": 0, "test": 0, "nodeid": "t.py::a"},
-        {"op": "test", "worker": "", "test": 0, "nodeid": "t.py::a"},
-        {"op": "test", "run": RUN, "test": 0, "nodeid": "t.py::a", "location": 3},
-    ],
-)
-def test_a_malformed_table_line_is_ignored(
-    sup: Supervisor, monkeypatch: pytest.MonkeyPatch, message: dict[str, object]
-) -> None:
-    monkeypatch.setattr(supervisor_module, "_NAME_WAIT", 0.01)
-    sup._table(message)
-    assert [d.test for d in named(sup, [folded(":0")]).destinations] == ["<unnamed test :0>"]
-    table(sup, "", 0, "t.py::a", "t.py:3")  # the same key, well formed, is taken
-    assert [d.test for d in named(sup, [folded(":0")]).destinations] == ["t.py::a"]
+def test_only_the_sessions_hello_speaks_for_the_run(sup: Supervisor) -> None:
+    sup._greet(Hello(RUN, worker="gw0", audit=False))
+    assert sup.hello is None
+    sup._greet(Hello(RUN, audit=False, reason="--collect-only"))
+    sup._greet(Hello(RUN))  # a later one (a test that forged it) changes nothing
+    assert sup.hello == Hello(RUN, audit=False, reason="--collect-only")
 
 
 def on_mark(sup: Supervisor, mark: Mark) -> None:

@@ -16,6 +16,7 @@ from netaudit import allowlist as allowlist_module
 from netaudit import jsonstream, spill
 from netaudit.audit import judge
 from netaudit.cli import main
+from netaudit.errors import EXIT_USAGE
 from netaudit.model import AuditResult, Destination, Endpoint, RunInfo, Verdict
 from netaudit.render.json import to_json
 from netaudit.rules import Allowlist
@@ -246,13 +247,13 @@ def test_triage_with_an_allowlist_that_allows_all_exits_0(
     assert main(["triage", "--allowlist", str(policy), str(report)]) == 0
 
 
-def test_triage_exits_2_for_an_unreadable_report_and_names_it(
+def test_triage_exits_4_for_an_unreadable_report_and_names_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     good = write(tmp_path / "good.json", dest(PUBLIC))
     bad = tmp_path / "bad.json"
     bad.write_text('{"schema": "netaudit.report", "schema_version": 99}')
-    assert main(["triage", str(good), str(bad)]) == 2
+    assert main(["triage", str(good), str(bad)]) == EXIT_USAGE
     captured = capsys.readouterr()
     assert captured.out == ""
     assert f"netaudit: error: {bad}: report schema version 99" in captured.err
@@ -270,7 +271,7 @@ def test_baseline_writes_a_file_and_will_not_overwrite_one(
         f"{REVIEW_PREFIX}AF_INET 10.0.0.5:5432",
         f"{REVIEW_PREFIX}AF_INET 93.184.216.34:443",
     ]
-    assert main(["baseline", "--from", str(report), "-o", str(out)]) == 2
+    assert main(["baseline", "--from", str(report), "-o", str(out)]) == EXIT_USAGE
     assert "add --force" in capsys.readouterr().err
     assert main(["baseline", "--from", str(report), "-o", str(out), "--force"]) == 0
     capsys.readouterr()
@@ -288,7 +289,7 @@ def test_baseline_writes_a_file_and_will_not_overwrite_one(
 def test_baseline_needs_reports_or_a_command(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["baseline"])
-    assert exited.value.code == 2
+    assert exited.value.code == EXIT_USAGE
     with pytest.raises(SystemExit):
         main(["baseline", "--from", "r.json", "--", "true"])
     assert "baseline needs reports or a command" in capsys.readouterr().err

@@ -1,31 +1,30 @@
 """netaudit's pytest plugin: ``pytest --netaudit`` runs the session under strace and fails it
 when a test reached a destination the allowlist does not allow.
 
-How it starts (docs/pytest-plugin.md has the long form): the pytest the user started becomes
-the supervisor. Before any conftest.py is imported it runs the very same command again as a
-child under strace, follows the trace as it is written, and returns the child's status. In
-the child (and in its xdist workers, and in any ``pytest --netaudit`` a test runs) a Driver
-marks each test's start and end in the trace, and at the end asks the supervisor for its
-run's part, judges it and reports it through the terminal reporter.
+How it starts (docs/internals.md has the long form): the start hook (netaudit_start) has
+usually put the whole pytest process under strace before pytest imported anything, with a
+supervisor that is not a pytest process; where it did not, this plugin supervises from its
+first hook (fallback.py). In the traced session (and in its xdist workers, and in any
+``pytest --netaudit`` a test runs) the objects roles.py registers mark each test's start in the
+trace, and at the end ask the supervisor for the run's part, judge it and report it.
+
+Hooks only, and thin: nothing of the engine is imported until the audit is on, so a session
+that does not audit pays for this module alone.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Generator
 
 import pytest
 
-from .. import markers
-from ..supervisor import ENV_RUN, ENV_SUPERVISOR
-from . import launch, marks, options
-from .driver import Driver, Role
-from .xdist import XdistGlue, worker_role
+from .. import ENV_RUN, ENV_SUPERVISOR
+from . import marks, options
 
 #: The status of the traced session, once this process has supervised it.
 _STATUS = pytest.StashKey[int]()
-#: The run a supervisor started this process to drive.
+#: The run the supervisor started this process to drive.
 _TOP_RUN = pytest.StashKey[str]()
 
 
@@ -38,19 +37,30 @@ def pytest_load_initial_conftests(
     early_config: pytest.Config, parser: pytest.Parser, args: list[str]
 ) -> Generator[None, None, None]:
     """Outermost, so that it runs before output capturing starts and conftests load."""
+    from . import guard
+
+    namespace = early_config.known_args_namespace
+    guard.check_values(early_config)
+    project = options.project_config(early_config)
+    wanted = options.enabled(namespace, project)
+    if not getattr(namespace, "no_netaudit", False):
+        guard.check_project(early_config, project, wanted)
     if ENV_SUPERVISOR in os.environ:
         run = os.environ.pop(ENV_RUN, None)  # for this process only, not for its children
         if run is not None:
             early_config.stash[_TOP_RUN] = run
-    else:
-        namespace = early_config.known_args_namespace
-        status = _supervise(early_config, namespace)
-        if status is not None:
-            # Done: this process must not import the project's conftests untraced, nor
-            # trip over their options, on its way to returning the status.
-            early_config.stash[_STATUS] = status
-            namespace.noconftest = True
-            args[:] = [str(early_config.invocation_params.dir)]
+        if wanted and options.runs_tests(namespace):
+            # Checked now, before any conftest.py is imported: a mistake stops everything.
+            early_config.stash[options.SETTINGS] = options.settings(
+                early_config, namespace, project
+            )
+    elif wanted and options.runs_tests(namespace):
+        from . import fallback
+
+        settings, _ = options.settings(early_config, namespace, project)
+        early_config.stash[_STATUS] = fallback.supervise(early_config, settings)
+        # Done: the traced session did everything; nothing of it may happen again here.
+        fallback.stand_down(early_config, namespace, args, keep=_this_module())
     return (yield)
 
 
@@ -60,42 +70,28 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
         return config.stash[_STATUS]
     if ENV_SUPERVISOR in os.environ:
         return None
-    # Registered after the early hook (from a conftest.py): supervise from here.
-    return _supervise(config, config.option)
-
-
-def _supervise(config: pytest.Config, namespace: argparse.Namespace) -> int | None:
     project = options.project_config(config)
-    if not options.enabled(namespace, project) or not options.runs_tests(namespace):
+    if not options.enabled(config.option, project) or not options.runs_tests(config.option):
         return None
-    return launch.supervise(config, *options.settings(config, namespace, project))
+    # Registered after the early hook (from a conftest.py): supervise from here.
+    from . import fallback
+
+    settings, _ = options.settings(config, config.option, project)
+    return fallback.supervise(config, settings)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     marks.register(config)
-    role = _role(config)
-    if role is None:
-        return
-    project = options.project_config(config)
-    if not options.enabled(config.option, project) or not options.runs_tests(config.option):
-        return
-    driver = Driver(config, *options.settings(config, config.option, project), role)
-    config.add_cleanup(driver.close)
-    config.pluginmanager.register(driver, "netaudit-driver")
-    if role.reports and config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(
-            XdistGlue(role.token, role.run, driver.where.add), "netaudit-xdist"
-        )
-
-
-def _role(config: pytest.Config) -> Role | None:
-    """The run this process drives: an xdist worker's, the one its supervisor started it for,
-    or a new one (a ``pytest --netaudit`` run from inside a traced session)."""
-    worker = worker_role(config)
-    if worker is not None:
-        return Role(*worker)
     token = os.environ.get(ENV_SUPERVISOR)
-    if token is None:
-        return None
-    run = config.stash.get(_TOP_RUN, None) or markers.new_run_id()
-    return Role(token, run)
+    worker = getattr(config, "workerinput", None)
+    if token is None and worker is None:
+        return
+    from . import roles
+
+    roles.start(config, token, config.stash.get(_TOP_RUN, None))
+
+
+def _this_module() -> object:
+    import sys
+
+    return sys.modules[__name__]

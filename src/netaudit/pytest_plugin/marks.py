@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
-from ..errors import AllowlistError
-from ..policy import Wire, normalise
+if TYPE_CHECKING:
+    from ..policy import Wire
 
 MARKER = (
     "netaudit(allow=[...], strict=False): netaudit policy for this test: destinations it may "
@@ -25,6 +27,9 @@ def item_policy(item: pytest.Item) -> Wire | None:
     markers = [(mark.args, mark.kwargs) for mark in item.iter_markers("netaudit")]
     if not markers:
         return None
+    from ..errors import AllowlistError
+    from ..policy import normalise
+
     path, line, _ = item.location
     try:
         return normalise(markers, path, None if line is None else line + 1)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from ..errors import ConfigError
-from ..rules import Allowlist
-from ..settings import ProjectConfig, Settings, load_project_config, resolve
-from ..trace import IO_URING_CHOICES
+from .. import IO_URING_CHOICES
+
+if TYPE_CHECKING:
+    from ..rules import Allowlist
+    from ..settings import ProjectConfig, Settings
+
+#: The settings and allowlist, once resolved in this process.
+SETTINGS = pytest.StashKey[tuple["Settings", "Allowlist"]]()
 
 #: Options that only show information: no test runs, so nothing needs tracing.
 _NO_RUN = ("help", "version", "collectonly", "showfixtures", "show_fixtures_per_test",
@@ -24,6 +29,13 @@ def add_options(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="audit the network egress of this session under strace",
+    )
+    group.addoption(
+        "--no-netaudit",
+        action="store_true",
+        default=False,
+        help="do not audit this session, whatever --netaudit in addopts or enabled = true "
+        "in [tool.netaudit] say",
     )
     group.addoption(
         "--netaudit-allowlist",
@@ -81,22 +93,34 @@ def add_options(parser: pytest.Parser) -> None:
     )
 
 
-def project_config(config: pytest.Config) -> ProjectConfig:
+def project_config(config: pytest.Config) -> ProjectConfig | None:
     """``[tool.netaudit]`` from the pyproject.toml pytest uses: its inifile when that is a
-    pyproject.toml, else the one in its rootdir."""
+    pyproject.toml, else the one in its rootdir. None when that file does not mention
+    netaudit (most pytest runs: then nothing of the engine is imported)."""
     inipath = config.inipath
     if inipath is not None and inipath.name == "pyproject.toml":
         candidate: Path = inipath
     else:
         candidate = config.rootpath / "pyproject.toml"
     try:
-        return load_project_config(candidate if candidate.is_file() else None)
+        if b"netaudit" not in candidate.read_bytes():
+            return None
+    except OSError:
+        return None  # no such file (an unreadable one is the loader's to report)
+    from ..errors import ConfigError
+    from ..settings import load_project_config
+
+    try:
+        return load_project_config(candidate)
     except ConfigError as err:
         raise pytest.UsageError(f"netaudit: {err}") from err
 
 
-def enabled(options: argparse.Namespace, project: ProjectConfig) -> bool:
-    return bool(getattr(options, "netaudit", False)) or project.get("enabled") is True
+def enabled(options: argparse.Namespace, project: ProjectConfig | None) -> bool:
+    if getattr(options, "no_netaudit", False):
+        return False
+    asked = project is not None and project.get("enabled") is True
+    return bool(getattr(options, "netaudit", False)) or asked
 
 
 def runs_tests(options: argparse.Namespace) -> bool:
@@ -105,10 +129,13 @@ def runs_tests(options: argparse.Namespace) -> bool:
 
 
 def settings(
-    config: pytest.Config, options: argparse.Namespace, project: ProjectConfig
+    config: pytest.Config, options: argparse.Namespace, project: ProjectConfig | None
 ) -> tuple[Settings, Allowlist]:
     """Resolved and loaded once per process; a bad setting or allowlist is a usage error
     (exit 4)."""
+    from ..errors import ConfigError
+    from ..settings import ProjectConfig, resolve
+
     try:
         resolved = resolve(
             config.invocation_params.dir,
@@ -117,7 +144,7 @@ def settings(
             report=options.netaudit_report,
             suggest_rules=options.netaudit_suggest_rules,
             names=options.netaudit_names,
-            config=project,
+            config=project or ProjectConfig(),
             junit_failures=options.netaudit_junit_failures,
             io_uring=getattr(options, "netaudit_io_uring", None),
             keep_trace=getattr(options, "netaudit_keep_trace", None),

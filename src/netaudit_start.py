@@ -1,0 +1,331 @@
+"""netaudit's start hook: an audited ``pytest`` is put under strace before pytest imports
+anything.
+
+``netaudit-early.pth`` (installed beside this module) runs ``start()`` as the interpreter
+starts, in every Python process of the environment, so it must cost next to nothing when it
+has nothing to do. It acts only in a process that runs pytest's command line (the ``pytest``
+script or ``python -m pytest``), that is not traced already, and whose command line, pytest
+configuration and ``[tool.netaudit]`` ask for the audit. Then this process becomes the
+supervisor: it runs the very same command under strace, reports what the session could not,
+and exits with the session's status, so no line of pytest, of its plugins or of the project
+ever runs here.
+
+A module of its own, outside the ``netaudit`` package, so that a process where the hook does
+nothing has imported nothing of netaudit; pytest may not rewrite its asserts
+(PYTEST_DONT_REWRITE), as it is imported before pytest could, so pytest does not warn of it.
+
+Whenever the hook cannot tell for sure (an unusual option, a file it cannot read), it stands
+aside and the plugin decides from inside pytest, supervising from its first hook if it must
+(pytest_plugin.fallback): slower, and just as audited. A host program that calls
+``pytest.main()`` is never touched here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+#: protocol.ENV_SUPERVISOR: set in a traced session's environment (its value is a secret token).
+ENV_SUPERVISOR = "NETAUDIT_SUPERVISOR"
+
+#: Set to 0 to switch the hook off (the plugin then supervises from inside pytest).
+ENV_EARLY = "NETAUDIT_EARLY_START"
+_PYTEST = ("pytest", "py.test")
+#: Python's own options that take a value (the value may also be glued on: -Wd).
+_PY_VALUED = frozenset("WX")
+#: Options that run no test: no trace is needed (pytest_plugin.options.runs_tests).
+_NO_RUN = frozenset(
+    {"-h", "--help", "-V", "--version", "--co", "--collect-only", "--collectonly", "--fixtures",
+     "--funcargs", "--fixtures-per-test", "--markers", "--setup-plan", "--setupplan"}
+)  # fmt: skip
+#: Options with which the hook cannot find pytest's configuration as pytest does: it stands
+#: aside, and the plugin decides.
+_UNSURE = frozenset(
+    {"-c", "--config-file", "--inifile", "--rootdir", "-o", "--override-ini", "--pyargs"}
+)
+#: pytest's own options that take a separate value: what follows them is not a path.
+_VALUED = frozenset(
+    {"-k", "-m", "-p", "-W", "-r", "--tb", "--maxfail", "--durations", "--durations-min",
+     "--junitxml", "--junit-xml", "--junit-prefix", "--basetemp", "--confcutdir", "--ignore",
+     "--ignore-glob", "--deselect", "--log-level", "--log-file", "--log-file-level",
+     "--log-format", "--log-date-format", "--log-cli-level", "--log-cli-format",
+     "--log-cli-date-format", "--log-file-format", "--log-file-date-format",
+     "--import-mode", "--capture", "--show-capture", "--color", "--code-highlight",
+     "--assert", "--debug", "--verbosity", "--doctest-glob", "--cache-show"}
+)  # fmt: skip
+#: netaudit's options that take a value.
+_NETAUDIT_VALUED = frozenset(
+    {"--netaudit-allowlist", "--netaudit-report", "--netaudit-io-uring", "--netaudit-keep-trace"}
+)
+#: Files pytest reads its configuration from, in the order it looks for them in a folder.
+_CONFIG_FILES = (
+    "pytest.toml", ".pytest.toml", "pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini",
+    "setup.cfg",
+)  # fmt: skip
+
+_started = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to trace the session: what strace needs before the session can say it."""
+
+    names: bool = False
+    io_uring: str = "report"
+    #: Where to keep the raw trace (an absolute path), when asked to.
+    keep_trace: str | None = None
+
+
+class _Unsure(Exception):
+    """The hook cannot tell what pytest will do: the plugin decides."""
+
+
+def start() -> None:
+    """Called by the .pth file in every process; supervises and exits, or returns at once."""
+    global _started
+    if _started:  # a .pth may be read twice (lib and lib64 are one folder in a venv)
+        return
+    _started = True
+    if ENV_SUPERVISOR in os.environ or os.environ.get(ENV_EARLY) == "0":
+        return
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        argv = _argv()
+        args = pytest_args(argv)
+        plan = None if args is None else decide(args, os.environ, Path.cwd())
+    except Exception:
+        return
+    if plan is not None:
+        _supervise(argv, plan)
+
+
+def _argv() -> list[str]:
+    """The whole command line: sys.argv lacks the interpreter's options, and ``-m``'s module."""
+    orig = getattr(sys, "orig_argv", None)
+    if orig:
+        return list(orig)
+    with open("/proc/self/cmdline", "rb") as cmdline:
+        raw = cmdline.read()
+    return [arg.decode("utf-8", "surrogateescape") for arg in raw.split(b"\0")[:-1]]
+
+
+def pytest_args(argv: Sequence[str]) -> list[str] | None:
+    """pytest's arguments, if ``argv`` runs pytest's command line; else None."""
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "-m" or (arg.startswith("-m") and not arg.startswith("--")):
+            module = arg[2:] or (argv[i + 1] if i + 1 < len(argv) else "")
+            rest = i + (1 if arg[2:] else 2)
+            return list(argv[rest:]) if module in _PYTEST else None
+        if arg in ("-c", "-", "-i") or arg.startswith(("-c", "--help", "--version")):
+            return None
+        if arg.startswith("--"):
+            i += 2 if arg == "--check-hash-based-pycs" else 1
+            continue
+        if arg.startswith("-") and len(arg) > 1:
+            flags = arg[1:]
+            valued = next((n for n, c in enumerate(flags) if c in _PY_VALUED), None)
+            if "c" in flags[: valued if valued is not None else len(flags)]:
+                return None
+            i += 2 if valued is not None and valued == len(flags) - 1 else 1
+            continue
+        return list(argv[i + 1 :]) if os.path.basename(arg) in _PYTEST else None
+    return None
+
+
+def decide(args: Sequence[str], env: Mapping[str, str], cwd: Path) -> Plan | None:
+    """The plan if this pytest start asks for the audit and will run tests; None when it
+    does not, or when the hook cannot tell (the plugin decides then)."""
+    try:
+        given = [*shlex.split(env.get("PYTEST_ADDOPTS", "")), *args]
+        if not _mentions_netaudit(given, cwd):
+            return None
+        paths, values = _paths(given)
+        found = _locate(paths, cwd)
+        if values and _locate([p for p in paths if p not in values], cwd) != found:
+            raise _Unsure("a --netaudit-* value moves pytest's rootdir")  # the plugin refuses
+        ini = _pytest_section(found[0]) if found[0] is not None else {}
+        project = _tool_netaudit(found[1]) if found[1] is not None else {}
+        kept = project.get("keep_trace")  # relative to its pyproject.toml, as in settings
+        base = found[1].parent if found[1] is not None and isinstance(kept, str) else None
+        keep = str((base / kept).resolve()) if base is not None and isinstance(kept, str) else None
+        return _plan([*_addopts(ini or {}), *given], project, keep, cwd)
+    except _Unsure:
+        return None
+
+
+def _mentions_netaudit(given: Sequence[str], cwd: Path) -> bool:
+    """The cheap test first: without the word anywhere, nothing asks for the audit."""
+    if any("netaudit" in token for token in given):
+        return True
+    for folder in (cwd, *cwd.parents):
+        for name in _CONFIG_FILES:
+            try:
+                if b"netaudit" in (folder / name).read_bytes():
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def _paths(given: Sequence[str]) -> tuple[list[str], list[str]]:
+    """What pytest's first parse, which knows only its own options, takes as paths; and which
+    of them are values given apart to netaudit's options (``--netaudit-report r.json``)."""
+    paths: list[str] = []
+    values: list[str] = []
+    skip = False
+    for i, token in enumerate(given):
+        if skip:
+            skip = False
+        elif token.split("=", 1)[0] in _UNSURE or (token.startswith("-c") and token != "-c"):
+            raise _Unsure(token)
+        elif token in _VALUED:
+            skip = True
+        elif not token.startswith("-"):
+            paths.append(token)
+            if i and given[i - 1].startswith("--netaudit-") and given[i - 1] in _NETAUDIT_VALUED:
+                values.append(token)
+    return paths, values
+
+
+def _locate(paths: Sequence[str], cwd: Path) -> tuple[Path | None, Path | None]:
+    """pytest's inifile, and the pyproject.toml whose [tool.netaudit] the plugin reads (the
+    inifile itself, or the one beside it), found as pytest finds them (config.findpaths)."""
+    dirs = []
+    for arg in paths:
+        path = Path(cwd, arg.split("::")[0]).absolute()
+        if path.exists():
+            dirs.append(path if path.is_dir() else path.parent)
+    ancestor = Path(os.path.commonpath(dirs)) if dirs else cwd
+    found_pyproject: Path | None = None
+    for folder in (ancestor, *ancestor.parents):
+        for name in _CONFIG_FILES:
+            candidate = folder / name
+            if not candidate.is_file():
+                continue
+            if name == "pyproject.toml" and found_pyproject is None:
+                found_pyproject = candidate
+            if _pytest_section(candidate) is not None:
+                project = folder / "pyproject.toml"
+                return candidate, project if project.is_file() else None
+    return found_pyproject, found_pyproject
+
+
+def _pytest_section(path: Path) -> dict[str, object] | None:
+    """The file's pytest configuration, or None when it holds none."""
+    if path.suffix == ".toml":
+        document = _toml(path)
+        if path.name != "pyproject.toml":
+            table = document.get("pytest")
+            return table if isinstance(table, dict) else {}
+        tool = document.get("tool", {})
+        section = tool.get("pytest") if isinstance(tool, dict) else None
+        if not isinstance(section, dict):
+            return None
+        options = section.get("ini_options", section)
+        return options if isinstance(options, dict) else None
+    import configparser
+
+    parser = configparser.RawConfigParser(strict=False)
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError) as err:
+        raise _Unsure(str(err)) from err
+    name = "tool:pytest" if path.name == "setup.cfg" else "pytest"
+    if parser.has_section(name):
+        return dict(parser.items(name))
+    return {} if path.name in ("pytest.ini", ".pytest.ini") else None
+
+
+def _tool_netaudit(pyproject: Path) -> dict[str, object]:
+    if not pyproject.is_file():
+        return {}
+    tool = _toml(pyproject).get("tool", {})
+    table = tool.get("netaudit", {}) if isinstance(tool, dict) else {}
+    return table if isinstance(table, dict) else {}
+
+
+def _toml(path: Path) -> dict[str, object]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python < 3.11 only
+        import tomli as tomllib
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # the plugin says what is wrong with it
+        raise _Unsure(str(err)) from err
+
+
+def _addopts(ini: Mapping[str, object]) -> list[str]:
+    value = ini.get("addopts", [])
+    if isinstance(value, str):
+        return shlex.split(value)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise _Unsure("addopts")
+
+
+def _plan(
+    tokens: Sequence[str], project: Mapping[str, object], keep: str | None, cwd: Path
+) -> Plan | None:
+    flag = opted_out = False
+    names = project.get("names") is True
+    io_uring = project.get("io_uring", "report")
+    for i, token in enumerate(tokens):
+        following = tokens[i + 1] if i + 1 < len(tokens) else ""
+        option, _, value = token.partition("=")
+        if token in _NO_RUN:
+            return None
+        if token == "--netaudit":
+            flag = True
+        elif (
+            token == "--no-netaudit"
+            or token in ("-pno:netaudit", "-p=no:netaudit")
+            or (token == "-p" and following == "no:netaudit")
+        ):
+            opted_out = True
+        elif token == "--netaudit-names":
+            names = True
+        elif option == "--netaudit-io-uring":
+            io_uring = value or following
+        elif option == "--netaudit-keep-trace" and (value or following):
+            keep = str((cwd / (value or following)).resolve())  # as the plugin resolves it
+    if opted_out or not (flag or project.get("enabled") is True):
+        return None
+    if io_uring not in ("report", "deny"):
+        raise _Unsure("io_uring")  # the plugin says what is wrong with it
+    return Plan(names=names, io_uring=str(io_uring), keep_trace=keep)
+
+
+def _supervise(argv: Sequence[str], plan: Plan) -> None:
+    """Runs the same command under strace and exits with the session's status. Whatever
+    happens, this process never goes on to run pytest itself, untraced."""
+    status = 3
+    try:
+        from netaudit.launch import run_session
+
+        command = [sys.executable, *argv[1:]]
+        status = run_session(
+            command,
+            cwd=os.getcwd(),
+            env=os.environ,
+            names=plan.names,
+            io_uring=plan.io_uring,
+            keep_trace=plan.keep_trace,
+        )
+    except KeyboardInterrupt:
+        status = 130
+    except BaseException as exc:
+        print(f"netaudit: error: the supervisor failed: {exc!r}", file=sys.stderr)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(status)
