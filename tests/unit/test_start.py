@@ -169,3 +169,13 @@ def test_the_hook_stands_aside_in_a_traced_process_and_when_switched_off(
     netaudit_start.start()
     netaudit_start.start()  # the .pth read twice: once is all
     assert len(called) == 1
+
+
+def test_the_trace_to_keep_is_resolved_as_the_plugin_resolves_it(tmp_path: Path) -> None:
+    project = write(tmp_path / "project", {"pyproject.toml": ENABLED + 'keep_trace = "t/x.log"\n'})
+    inside = project / "sub"
+    inside.mkdir()
+    assert decide([], {}, inside) == Plan(keep_trace=str(project / "t" / "x.log"))
+    flagged = Plan(keep_trace=str(inside / "mine.log"))
+    assert decide(["--netaudit-keep-trace", "mine.log"], {}, inside) == flagged
+    assert decide(["--netaudit-keep-trace=mine.log"], {}, inside) == flagged
