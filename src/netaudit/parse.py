@@ -40,7 +40,7 @@ from .model import (
     Syscall,
     TraceStats,
 )
-from .notation import OCTET, fields, peer, sockaddr, split_args, string, unescape_bytes
+from .notation import OCTET, PORT, fields, peer, sockaddr, split_args, string, unescape_bytes
 
 __all__ = ["INVALID", "UNSEEN", "Parser", "parse"]
 
@@ -78,6 +78,10 @@ _RESUMED = re.compile(r"<\.\.\. ([a-z_][a-z0-9_]*) resumed>")
 _PID_CHANGED = re.compile(r" <pid changed to ([0-9]+) \.\.\.>$")
 _SPLICE = re.compile(r"strace: Process [0-9]+ (?:attached|detached)[^\n]*$")
 _NET_TOKEN = re.compile(r"(sendmmsg|sendmsg|sendto|connect)\(")
+#: A sending call's name as a word inside another call's line: the line was garbled before it
+#: (a "name(" made of garbage, a cut prefix). It is kept, unparsed, rather than lost; a full
+#: trace's write() of such text is reported too (fail closed).
+_NET_INSIDE = re.compile(r"[\s\]](sendmmsg|sendmsg|sendto|connect)\(")
 _ERRNO = re.compile(r"E[A-Z0-9_]+")
 _PAYLOAD = re.compile(r'"(?:[^"\\]|\\.)*"(?:\.\.\.)?, ', re.S)
 _FD = re.compile(r"(-?[0-9]+)(?:<(.*)>)?", re.S)
@@ -85,9 +89,9 @@ _POINTER = re.compile(r"0x[0-9a-f]+")
 #: The commonest addresses, read without the general decoder: IPv4, and IPv6 with no scope.
 #: An IPv6 address with a dot (v4-mapped, say) takes the general decoder, which normalises it.
 _QUICK_SOCKADDR = (
-    r"(sa_family=AF_INET, sin_port=htons\(([0-9]+)\), "
+    r"(sa_family=AF_INET, sin_port=htons\((" + PORT + r")\), "
     r'sin_addr=inet_addr\("(' + OCTET + r"(?:\." + OCTET + r'){3})"\)'
-    r"|sa_family=AF_INET6, sin6_port=htons\(([0-9]+)\), sin6_flowinfo=htonl\([0-9]+\), "
+    r"|sa_family=AF_INET6, sin6_port=htons\((" + PORT + r")\), sin6_flowinfo=htonl\([0-9]+\), "
     r'inet_pton\(AF_INET6, "([0-9a-f:]+)", &sin6_addr\), sin6_scope_id=0)'
 )
 #: What follows a complete call: its result (the last group), or nothing in a cache key.
@@ -206,11 +210,15 @@ class Parser:
                         if seen is not None and tid is not None:
                             syscall, fd, dest, sock, result = seen
                             if dest is None:
-                                continue  # nothing to tell, like a send to the connected peer
-                            # -ttt is an epoch time; -t/-tt only a time of day, not kept.
-                            time = float(ts) if ts[-7] == "." and ts[2] != ":" else _clock(ts)
-                            # tuple.__new__ skips NamedTuple's Python-level __new__: 3x cheaper.
-                            call = new(NetCall, (syscall, tid, time, fd, dest, result, sock, n, ""))
+                                if _stamped(ts):
+                                    continue  # nothing to tell, like a send to the peer
+                            else:
+                                # -ttt is an epoch time; -t/-tt only a time of day, not kept.
+                                time = float(ts) if ts[-7] == "." and ts[2] != ":" else _clock(ts)
+                                # tuple.__new__ skips NamedTuple's Python-level __new__.
+                                call = new(
+                                    NetCall, (syscall, tid, time, fd, dest, result, sock, n, "")
+                                )
                     except Exception:
                         call = None
                 if call is not None:
@@ -242,6 +250,8 @@ class Parser:
             return None if any(hint in key for hint in _PORT_53) else _NOTHING
         if name not in _NET:
             unwatched = name not in _WATCHED and name.isascii() and name.isidentifier()
+            if _NET_INSIDE.search(rest):
+                return None  # the careful path keeps the call it names
             return _NOTHING if unwatched and name == name.lower() else None
         pattern = _QUICK.get(name)
         found = pattern.fullmatch(key) if pattern is not None else None
@@ -480,6 +490,10 @@ class Parser:
             return [Hazard(HazardKind.SECCOMP_NOTIFY, tid, time, n, raw)]
         if name == "bind" and result == "0" and "sa_family=AF_PACKET" in args:
             return [Hazard(HazardKind.RAW_PACKET, tid, time, n, raw)]
+        if name not in _WATCHED:
+            inside = _NET_INSIDE.search(args)
+            if inside is not None:
+                return _garbage(raw, tid, time, n, _NET[inside.group(1)])
         return []
 
     def _to_peer(self, args: str) -> bool:
@@ -594,6 +608,14 @@ _NOTHING: _Fast = (Syscall.CONNECT, 0, None, "")  # a complete line that yields 
 def _ends(start: _Pending, body: str) -> bool:
     """Whether ``body`` is the ``<... name resumed>`` line of ``start``."""
     return body.startswith(start.name, 5) and body.startswith(" resumed>", 5 + len(start.name))
+
+
+def _stamped(ts: str) -> bool:
+    """Whether the fast path's second word is a timestamp, so the rest is the call: a line
+    without one (or garbled) is read by the careful path, which drops nothing it names."""
+    if ts[2:3] == ":" == ts[5:6]:  # -t, -tt
+        return True
+    return ts[-7:-6] == "." and ts[:-7].isdigit() and ts[-6:].isdigit()  # -ttt
 
 
 def _canonical6(text: str) -> bool:

@@ -1067,3 +1067,26 @@ def test_caches_stay_bounded_however_many_destinations_a_log_has() -> None:
     assert len(parser._fast) <= parse_module._LINES_MAX
     assert len(parser._addresses) <= parse_module._ADDRESSES_MAX
     assert len(parser._once) <= parse_module._LINES_MAX
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # No timestamp, and what follows the pid looks like one word and then a call.
+        "12955 connect(8, g(ksa_family=AF_INET,sin_port=htons(5555)}, 16) = -1 EINPROGRESS",
+        '12979 connect(22<socket\x1ce([27448]>, {sa_family=AF_UNIX, sun_path="s"}, 19) = 0',
+        # A garbled word before the call that reads as a call of its own.
+        '12012 q(795679098.376357 sendto(6, "ping", 4, 0, {sa_family=AF_\x04NET}, 16) = 4',
+        '12971 04:\x1ef(0:16.005872 sendto(21, "x", 1, 0, {sa_family=AF_INET}, 16) = 1 <0.1>',
+    ],
+)
+def test_a_garbled_line_keeps_the_call_it_names(line: str) -> None:
+    (call,) = [r for r in parse_all([line]) if isinstance(r, NetCall)]
+    assert call.syscall in (Syscall.CONNECT, Syscall.SENDTO)
+
+
+def test_a_port_strace_would_not_print_is_kept_as_printed_not_read_as_another() -> None:
+    sockaddr = '{sa_family=AF_INET, sin_port=htons(0443), sin_addr=inet_addr("192.0.2.1")}'
+    (call,) = parse_all([f"10  1795634279.000137 connect(3, {sockaddr}, 16) = 0\n"])
+    assert isinstance(call, NetCall) and call.dest is not None
+    assert call.dest.port is None and "htons(0443)" in call.dest.address
