@@ -74,18 +74,6 @@ class _More:
         self.results = {result: count - 1}  # the call that differed is added next
         self.names = set(names)
 
-    def add(self, process: Process, syscall: Syscall, result: str, sock: str, names: Any) -> None:
-        if self.last is not process:  # a process's calls tend to come in runs
-            self.last = process
-            self.pids.add(process.pid)
-            self.programs.add(process.program)
-        self.syscalls.add(syscall)
-        if sock:
-            self.socks.add(sock)
-        self.results[result] = self.results.get(result, 0) + 1
-        if names:
-            self.names.update(names)
-
 
 class Folder:
     """Folds attributed events per (run, test, destination, after_test) as they stream by.
@@ -147,7 +135,18 @@ class Folder:
                     ):
                         continue  # the commonest case: a call like the first
                     more = tally[8] = _More(tally)
-                more.add(process, call.syscall, call.result, call.sock, names)
+                # Written out, not a method: a million events of few destinations come here.
+                if more.last is not process:  # a process's calls tend to come in runs
+                    more.last = process
+                    more.pids.add(process.pid)
+                    more.programs.add(process.program)
+                more.syscalls.add(call.syscall)
+                if call.sock:
+                    more.socks.add(call.sock)
+                results = more.results
+                results[call.result] = results.get(call.result, 0) + 1
+                if names:
+                    more.names.update(names)
         finally:
             self._seen = seen
 
