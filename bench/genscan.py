@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import random
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.genlog import spawn, stamp
 
 LOOPBACK = 'connect({fd}, {{sa_family=AF_INET, sin_port=htons({port}), sin_addr=inet_addr("127.0.0.1")}}, 16) = -1 ECONNREFUSED (Connection refused)'
 CONNECT4 = 'connect({fd}, {{sa_family=AF_INET, sin_port=htons({port}), sin_addr=inet_addr("{ip4}")}}, 16) = -1 ENETUNREACH (Network is unreachable)'
@@ -34,13 +38,6 @@ FORMS = [
     (CONNECTED, 20, 0),
 ]
 PORTS = (22, 53, 80, 123, 443, 514, 3306, 5432, 6379, 8080, 8443, 9200)
-
-
-def stamp(t: float, clock: bool) -> str:
-    if not clock:
-        return f"{t:.6f}"
-    seconds = t % 86400
-    return f"{int(seconds // 3600):02d}:{int(seconds % 3600 // 60):02d}:{seconds % 60:09.6f}"
 
 
 def ip4(index: int) -> str:
@@ -70,17 +67,7 @@ def main() -> None:
         for i in range(events):
             t += 0.000137
             if i % 500 == 0:
-                parent = rng.choice(live)
-                child = 7001 + i // 500
-                thread = rng.random() < 0.5
-                flags = (
-                    "CLONE_VM|CLONE_THREAD|CLONE_SETTLS" if thread else "CLONE_CHILD_SETTID|SIGCHLD"
-                )
-                out.write(
-                    f"{parent}  {stamp(t, clock)} clone(child_stack=NULL, flags={flags}, child_tidptr=0x7f) = {child}\n"
-                )
-                out.write(f"{child}  {stamp(t, clock)} set_robust_list(0x7f66, 24) = 0\n")
-                live.append(child)
+                spawn(out, rng, live, 7001 + i // 500, stamp(t, clock))
                 if len(live) > 64:
                     live.pop(1)
             kind = rng.choices(kinds, weights)[0]

@@ -205,19 +205,15 @@ class Grouping(Generic[K, V]):
         else split further."""
         table: dict[K, V] = {}
         combine, limit = self._combine, self._limit
-        records = iter(records)
-        for key, value in records:
-            if keep is not None and not keep(key):
-                continue
-            if rename is not None:
-                key = rename(key)
+        kept = _kept(records, keep, rename)
+        for key, value in kept:
             old = table.get(key)
             if old is not None:
                 table[key] = combine(old, value)
                 continue
             table[key] = value
             if len(table) > limit and self._depth + 1 < _DEPTHS:
-                return self._deeper(table, records, order, keep, rename)
+                return self._deeper(table, kept, order)
         return sorted([(order(item), *item) for item in table.items()])
 
     def _deeper(
@@ -225,8 +221,6 @@ class Grouping(Generic[K, V]):
         table: dict[K, V],
         records: Iterator[tuple[K, V]],
         order: Callable[[tuple[K, V]], Any],
-        keep: Callable[[K], bool] | None,
-        rename: Callable[[K], K] | None,
     ) -> Iterator[tuple[Any, K, V]]:
         """A partition with more keys than memory holds, split by the next digit."""
         deeper: Grouping[K, V] = Grouping(
@@ -235,8 +229,7 @@ class Grouping(Generic[K, V]):
         deeper.spill(table.items())
         table.clear()
         for key, value in records:
-            if keep is None or keep(key):
-                deeper.add(rename(key) if rename is not None else key, value)
+            deeper.add(key, value)
         try:
             yield from ((order(item), *item) for item in deeper.grouped(order))
         finally:
@@ -292,14 +285,21 @@ def group(
     if keep is None and rename is None:
         return sorted(items, key=order)
     table: dict[K, V] = {}
-    for key, value in items:
-        if keep is not None and not keep(key):
-            continue
-        if rename is not None:
-            key = rename(key)
+    for key, value in _kept(items, keep, rename):
         old = table.get(key)
         table[key] = value if old is None else combine(old, value)
     return sorted(table.items(), key=order)
+
+
+def _kept(
+    items: Iterable[tuple[K, V]],
+    keep: Callable[[K], bool] | None,
+    rename: Callable[[K], K] | None,
+) -> Iterator[tuple[K, V]]:
+    """The items ``keep`` accepts, each renamed."""
+    for key, value in items:
+        if keep is None or keep(key):
+            yield (key if rename is None else rename(key)), value
 
 
 class Spilled:
