@@ -76,7 +76,7 @@ class Plan:
     """How to trace the session: what strace needs before the session can say it."""
 
     names: bool = False
-    io_uring: str = "report"
+    io_uring: str = "deny"  # settings.IO_URING_DEFAULT
 
 
 class _Unsure(Exception):
@@ -270,7 +270,7 @@ def _addopts(ini: Mapping[str, object]) -> list[str]:
 def _plan(tokens: Sequence[str], project: Mapping[str, object]) -> Plan | None:
     flag = opted_out = False
     names = project.get("names") is True
-    io_uring = project.get("io_uring", "report")
+    io_uring = project.get("io_uring", Plan.io_uring)
     for i, token in enumerate(tokens):
         following = tokens[i + 1] if i + 1 < len(tokens) else ""
         option, _, value = token.partition("=")

@@ -18,7 +18,7 @@ from . import markers
 from .errors import AllowlistError, ConfigError, NetauditError, TracerUnavailable
 from .outcome import Kind, judge_run
 from .render import text
-from .settings import Settings
+from .settings import IO_URING_DEFAULT, Settings
 from .status import INTERNAL_ERROR, USAGE_ERROR, with_outcome
 from .supervisor import Supervisor
 from .trace import find_tracer
@@ -33,7 +33,7 @@ def run_session(
     cwd: str,
     env: Mapping[str, str],
     names: bool = False,
-    io_uring: str = "report",
+    io_uring: str = IO_URING_DEFAULT,
     expected: bool = True,
 ) -> int:
     """Runs the session under strace and returns the status the user should see.

@@ -26,9 +26,11 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
     import tomli as tomllib
 
 DEFAULT_ALLOWLIST = "netaudit.yaml"
-#: What to do about io_uring, whose connects no syscall tracer sees (notes §f): report its use
-#: as an incomplete audit, or make ``io_uring_setup`` fail (programs fall back to sockets).
+#: What to do about io_uring, whose connects no syscall tracer sees (notes §f): make
+#: ``io_uring_setup`` fail (programs fall back to sockets, as under Docker's default seccomp
+#: profile), or report its use as an incomplete audit.
 IO_URING_CHOICES = ("report", "deny")
+IO_URING_DEFAULT = "deny"
 
 #: The keys of [tool.netaudit] and the type each must have.
 KEYS: dict[str, type] = {
@@ -218,8 +220,8 @@ class Settings:
     report_setting: tuple[str, int | None] | None = None
     #: With --junitxml: a failure entry on each test whose own calls were violations.
     junit_failures: bool = False
-    #: io_uring: "report" its use as an incomplete audit, or "deny" it (ENOSYS).
-    io_uring: str = "report"
+    #: io_uring: "deny" it (ENOSYS), or "report" its use as an incomplete audit.
+    io_uring: str = IO_URING_DEFAULT
 
     def check_report(self) -> None:
         if self.report is not None:
@@ -274,7 +276,7 @@ def resolve(
 def _io_uring(config: ProjectConfig) -> str:
     value = config.get("io_uring")
     if value is None:
-        return "report"
+        return IO_URING_DEFAULT
     if value not in IO_URING_CHOICES:
         choices = " or ".join(repr(choice) for choice in IO_URING_CHOICES)
         raise ConfigError(

@@ -170,7 +170,7 @@ def test_calls_from_a_thread_a_subprocess_and_daemons_belong_to_the_test_that_st
         violation(
             module + "test_a_starts_a_daemon",
             "192.0.2.3:53",
-            "by python: connect -> ENETUNREACH (after the test ended)",
+            "by python: connect -> network unreachable (after the test ended)",
         ),
         consecutive=True,
     )
@@ -178,7 +178,7 @@ def test_calls_from_a_thread_a_subprocess_and_daemons_belong_to_the_test_that_st
         violation(
             module + "test_b_runs_while_the_daemon_calls",
             "192.0.2.4:53",
-            "by python: connect -> ENETUNREACH",
+            "by python: connect -> network unreachable",
         ),
         consecutive=True,
     )
@@ -189,7 +189,7 @@ def test_calls_from_a_thread_a_subprocess_and_daemons_belong_to_the_test_that_st
             *violation(
                 module + "test_c_starts_a_daemon_that_calls_after_the_session",
                 "192.0.2.5:53",
-                "by python: connect -> ENETUNREACH (after the test ended)",
+                "by python: connect -> network unreachable (after the test ended)",
             ),
         ]
     )
@@ -220,7 +220,7 @@ def test_a_call_after_the_session_report_names_its_test_with_its_location(
             "netaudit: calls made after the session's own report:",
             "  [[]test_late.py::test_starts_a_daemon[]] test_late.py:*",
             destination_line("192.0.2.70:53"),
-            "      by python: connect -> ENETUNREACH (after the test ended)",
+            "      by python: connect -> network unreachable (after the test ended)",
         ]
     )
 
@@ -344,7 +344,7 @@ def test_under_xdist_each_call_is_under_its_own_test(
     expected["192.0.2.50:53"] = {(SESSION, False)}  # a session fixture, in each worker
     assert_attributed(attributed(report), expected)
     result.stdout.fnmatch_lines(
-        violation("test_second.py::test_3", "203.0.113.23:53", "by python: connect -> ENETUNREACH"),
+        violation("test_second.py::test_3", "203.0.113.23:53", "by python: connect -> network unreachable"),
         consecutive=True,
     )
 
@@ -376,7 +376,7 @@ def test_a_failed_tcp_connect_is_reported_under_its_test(
         violation(
             "test_tcp.py::test_tcp_to_the_outside",
             "203.0.113.10:443",
-            "by python: connect -> ENETUNREACH",
+            "by python: connect -> network unreachable",
         ),
         consecutive=True,
     )
@@ -425,6 +425,6 @@ def test_a_long_unicode_test_id_still_gets_its_events(
         },
     )
     result.stdout.fnmatch_lines(
-        violation(long_nodeid, "192.0.2.60:53", "by python: connect -> ENETUNREACH"),
+        violation(long_nodeid, "192.0.2.60:53", "by python: connect -> network unreachable"),
         consecutive=True,
     )

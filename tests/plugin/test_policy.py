@@ -150,7 +150,7 @@ def test_markers_and_scoped_rules_allow_for_their_own_tests(
     # The verbose table names the marker that allowed a call.
     result.stdout.fnmatch_lines(
         [
-            "  [[]test_policy_suite.py::TestClass::test_class_marker[]] test_policy_suite.py:*",
+            "  [[]test_policy_suite.py::TestClass::test_class_marker[]]",
             "FAMILY*",
             "---*",
             "AF_INET      203.0.113.5:1 * OK         AF_INET 203.0.113.0/24 (marker on "

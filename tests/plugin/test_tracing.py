@@ -215,7 +215,7 @@ def test_a_nested_run_reports_its_own_violations_and_the_outer_run_reports_them_
             "",
             header("inner_sub/test_inner_sub.py::test_inner_subprocess_call"),
             destination("198.51.100.7:53"),
-            "      by python: connect -> ENETUNREACH",
+            "      by python: connect -> network unreachable",
             "*1 passed*",
         ]
     )
@@ -285,10 +285,10 @@ def test_a_test_that_clears_the_environment_or_changes_directory_does_not_hide_l
             [
                 header(f"test_environment.py::{test}"),
                 destination(addresses[0]),
-                "      by python: connect -> ENETUNREACH",
+                "      by python: connect -> network unreachable",
                 f"      at test_environment.py:* in {test} > test_environment.py:* in udp",
                 destination(addresses[1]),
-                "      by python: connect -> ENETUNREACH",
+                "      by python: connect -> network unreachable",
             ],
             consecutive=True,
         )

@@ -234,7 +234,7 @@ def test_reports_show_where_below_each_destination() -> None:
     block = text.violations_block(result).splitlines()
     assert block[5:8] == [
         "    AF_INET 192.0.2.9:443 (count=1, pids=[12345])",
-        "      by python3: connect -> 0",
+        "      by python3: connect -> connected",
         f"      at {site}",
     ]
     table = text.verbose_table(result.destinations).splitlines()

@@ -6,6 +6,10 @@ judges it; each violation becomes a property of the test's teardown report
 would. With ``--netaudit-junit-failures`` the test's call phase also fails, with the violations
 as its failure text, so the terminal, ``--lf`` and the JUnit file all name the test.
 
+What the test did that made the audit incomplete (io_uring used with ``io_uring = "report"``,
+an untraced child...) is recorded too, as a property and as an error of the test's teardown,
+so that a dashboard that reads the file cannot show the run green.
+
 A call a test's daemon makes after the test ended is in the session's report, not on the
 test case: the case was written when the test ended.
 """
@@ -16,14 +20,16 @@ from collections.abc import Generator
 
 import pytest
 
-from ..outcome import judge_run
-from ..render.text import evidence_line, violation_line
+from ..outcome import Outcome, judge_run
+from ..render.text import evidence_line, findings_lines, violation_line
 from ..rules import Allowlist
 from .boundaries import Boundaries
 from .link import Link
 
 #: The property each violation becomes, one per (test, destination).
 PROPERTY = "netaudit_violation"
+#: The property each kind of finding that made the audit incomplete becomes.
+INCOMPLETE = "netaudit_incomplete"
 
 
 def wanted(config: pytest.Config) -> bool:
@@ -49,7 +55,7 @@ class Verdicts:
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         if call.when == "call" and self.failures and report.passed:
-            lines = self._violations(item)
+            lines = _violations(self._outcome(item))
             if lines:
                 report.outcome = "failed"
                 noun = "destination" if len(lines) == 1 else "destinations"
@@ -57,17 +63,30 @@ class Verdicts:
                     f"  {line}" for line in lines
                 )
         elif call.when == "teardown":
-            for line in self._violations(item):
+            outcome = self._outcome(item)
+            for line in _violations(outcome):
                 report.user_properties.append((PROPERTY, line))
+            incomplete = findings_lines(outcome.result.findings) if outcome else []
+            for line in incomplete:
+                report.user_properties.append((INCOMPLETE, line))
+            if incomplete and report.passed:
+                # An error of the test's teardown: a JUnit dashboard cannot show it green.
+                report.outcome = "failed"
+                report.longrepr = "\n".join(incomplete)
         return report
 
-    def _violations(self, item: pytest.Item) -> list[str]:
+    def _outcome(self, item: pytest.Item) -> Outcome | None:
         test = self.boundaries.tests.get(item.nodeid)
         if test is None:
-            return []
+            return None
         try:
             audit = self.link.ask(test)
         except (OSError, ValueError, EOFError):
-            return []  # the session's own report says the audit is incomplete
-        outcome = judge_run(audit, self.allowlist)
-        return [f"{violation_line(d)}; {evidence_line(d)}" for d in outcome.result.violations]
+            return None  # the session's own report says the audit is incomplete
+        return judge_run(audit, self.allowlist)
+
+
+def _violations(outcome: Outcome | None) -> list[str]:
+    if outcome is None:
+        return []
+    return [f"{violation_line(d)}; {evidence_line(d)}" for d in outcome.result.violations]

@@ -80,9 +80,9 @@ def add_options(parser: pytest.Parser) -> None:
         "--netaudit-io-uring",
         choices=IO_URING_CHOICES,
         default=None,
-        help="report: io_uring use fails the audit (its connects are invisible to strace); "
-        "deny: io_uring_setup fails with ENOSYS, so programs fall back to plain sockets "
-        "(default: [tool.netaudit] io_uring, else report)",
+        help="deny: io_uring_setup fails with ENOSYS, so programs fall back to plain sockets; "
+        "report: io_uring use fails the audit (its connects are invisible to strace) "
+        "(default: [tool.netaudit] io_uring, else deny)",
     )
 
 

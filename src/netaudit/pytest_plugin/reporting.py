@@ -20,6 +20,7 @@ from ..rules import Allowlist
 from ..settings import Settings
 from ..status import INTERNAL_ERROR, with_outcome, worse
 from ..trace import traced_syscalls
+from . import summary
 from .boundaries import Boundaries
 from .link import Link
 from .where import WhereRecorder
@@ -69,6 +70,7 @@ class Reporter:
         except (OSError, ValueError, EOFError) as err:
             self.problem = f"the supervisor did not answer ({err})"
             session.exitstatus = worse(int(session.exitstatus), INTERNAL_ERROR)
+            summary.add_to_stats_line(self.config, summary.parts(None))
             return
         outcome = judge_run(audit, self.allowlist, self.where.attach)
         status = with_outcome(int(session.exitstatus), outcome.kind)
@@ -78,6 +80,7 @@ class Reporter:
             outcome = self._step_summary(outcome)
         self.outcome = outcome
         session.exitstatus = with_outcome(int(session.exitstatus), outcome.kind)
+        summary.add_to_stats_line(self.config, summary.parts(outcome))
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         tr = terminalreporter
@@ -95,7 +98,8 @@ class Reporter:
                 tr.write_line(line)
         tr.write_line("")
         violated = self.outcome.kind is Kind.VIOLATIONS or bool(result.violations)
-        for line in text.violations_block(result, locations).splitlines():
+        block = text.violations_block(result, locations, explain_session=not self.settings.verbose)
+        for line in block.splitlines():
             header = line.startswith((text.BAR, "  netaudit:"))
             tr.write_line(line, red=violated and header, bold=header, green=not violated)
         summary = text.by_destination(result.destinations, every=self.settings.verbose)
