@@ -29,7 +29,7 @@ from .model import AuditResult, RunInfo
 from .render import github, text
 from .render import json as json_report
 from .rules import DEFAULT
-from .settings import IO_URING_CHOICES, Settings, resolve
+from .settings import IO_URING_CHOICES, Settings, resolve, write_report
 from .trace import TracedRun, find_tracer, tampered, traced_syscalls
 
 #: What `--report -` names: the JSON report on standard output.
@@ -514,7 +514,7 @@ def _emit(out: _Output, settings: Settings, result: AuditResult, run: RunInfo) -
         sys.stdout.flush()
     if settings.report is not None:
         try:
-            settings.report.write_text(document, encoding="utf-8")
+            write_report(settings.report, document)
         except OSError as err:
             raise ConfigError(
                 f"cannot write the report: {err.strerror}", str(settings.report)

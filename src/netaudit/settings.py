@@ -3,7 +3,8 @@ command line and the pytest plugin so both resolve the same way.
 
 Resolution of the allowlist: an explicit path (the flag), then ``allowlist`` in
 ``[tool.netaudit]`` (relative to that pyproject.toml), then ``netaudit.yaml`` in the current
-directory, then the built-in rules only.
+directory, then (under pytest) ``netaudit.yaml`` in pytest's rootdir, then the built-in rules
+only.
 """
 
 from __future__ import annotations
@@ -149,8 +150,14 @@ def load_project_config(pyproject: Path | None) -> ProjectConfig:
     return ProjectConfig(path=pyproject, values=tuple(values), lines=tuple(lines))
 
 
-def resolve_allowlist(flag: str | None, config: ProjectConfig, cwd: Path) -> AllowlistChoice:
-    """Applies the resolution order; the file itself is checked when it is loaded."""
+def resolve_allowlist(
+    flag: str | None, config: ProjectConfig, cwd: Path, rootdir: Path | None = None
+) -> AllowlistChoice:
+    """Applies the resolution order; the file itself is checked when it is loaded.
+
+    ``rootdir`` is pytest's: a suite run from a subfolder (``cd tests/sub && pytest``) keeps
+    the project's netaudit.yaml, so verdicts do not change with where one stands.
+    """
     if flag is not None:
         return AllowlistChoice((cwd / flag).resolve(), "command line")
     configured = config.path_value("allowlist")
@@ -161,27 +168,38 @@ def resolve_allowlist(flag: str | None, config: ProjectConfig, cwd: Path) -> All
     default = cwd / DEFAULT_ALLOWLIST
     if default.is_file():
         return AllowlistChoice(default.resolve(), "netaudit.yaml in the current directory")
+    if rootdir is not None and (rootdir / DEFAULT_ALLOWLIST).is_file():
+        why = "netaudit.yaml in pytest's rootdir; none in the current directory"
+        return AllowlistChoice((rootdir / DEFAULT_ALLOWLIST).resolve(), why)
     return AllowlistChoice(None, "built-in")
 
 
 def check_report_path(report: Path, setting: tuple[str, int | None] | None = None) -> None:
-    """A report path that cannot be written is an error before the run, not after it.
+    """A report path that cannot be written is an error before the run, not after it. Missing
+    folders are not: ``write_report`` makes them, as ``--junitxml`` does.
 
     ``setting`` is the pyproject.toml file and line that named it, when one did: the error
     then points there, at the mistake, and names the path in its message.
     """
     folder = report.parent
+    existing = next((f for f in (folder, *folder.parents) if f.exists()), folder)
     problem = ""
     if report.is_dir():
         problem = "the report path is a folder; give a file name"
-    elif not folder.is_dir():
-        problem = f"the report's folder does not exist: {folder}"
-    elif not os.access(report if report.exists() else folder, os.W_OK):
+    elif not existing.is_dir():
+        problem = f"{existing} is a file, so the report's folder cannot be made there"
+    elif not os.access(report if report.exists() else existing, os.W_OK):
         problem = "the report cannot be written here (permission denied)"
     if problem and setting is not None:
         raise ConfigError(f"report = {str(report)!r}: {problem}", *setting)
     if problem:
         raise ConfigError(problem, str(report))
+
+
+def write_report(report: Path, document: str) -> None:
+    """Writes a report, making its missing folders first (raises OSError)."""
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(document, encoding="utf-8")
 
 
 def _line_of(text: str, key: str | None) -> int | None:
@@ -253,12 +271,14 @@ def resolve(
     config: ProjectConfig | None = None,
     junit_failures: bool | None = None,
     io_uring: str | None = None,
+    rootdir: Path | None = None,
 ) -> Settings:
-    """Resolves flags (None = not given) against ``config`` (default: the nearest pyproject)."""
+    """Resolves flags (None = not given) against ``config`` (default: the nearest pyproject);
+    ``rootdir`` is pytest's, where the plugin also looks for netaudit.yaml."""
     if config is None:
         config = load_project_config(find_pyproject(cwd))
     return Settings(
-        allowlist=resolve_allowlist(allowlist, config, cwd),
+        allowlist=resolve_allowlist(allowlist, config, cwd, rootdir),
         verbose=verbose if verbose is not None else bool(config.get("verbose")),
         report=(cwd / report).resolve() if report else config.path_value("report"),
         report_setting=None if report else config.where("report"),

@@ -344,7 +344,9 @@ def test_under_xdist_each_call_is_under_its_own_test(
     expected["192.0.2.50:53"] = {(SESSION, False)}  # a session fixture, in each worker
     assert_attributed(attributed(report), expected)
     result.stdout.fnmatch_lines(
-        violation("test_second.py::test_3", "203.0.113.23:53", "by python: connect -> network unreachable"),
+        violation(
+            "test_second.py::test_3", "203.0.113.23:53", "by python: connect -> network unreachable"
+        ),
         consecutive=True,
     )
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import errno
 import json
-import xml.etree.ElementTree as ET
 import os
 import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 

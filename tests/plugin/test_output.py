@@ -449,7 +449,8 @@ def test_io_uring_is_denied_by_default_and_the_audit_stays_complete(
 ) -> None:
     pytester.makepyfile(
         test_uring=URING.replace(
-            "assert fd >= 0", "assert fd < 0 and ctypes.get_errno() == 38"  # ENOSYS
+            "assert fd >= 0",
+            "assert fd < 0 and ctypes.get_errno() == 38",  # ENOSYS
         ).replace("    os.close(fd)\n", "")
     )
     result = pytest_run("--netaudit", cwd=pytester.path)

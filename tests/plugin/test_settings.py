@@ -350,15 +350,16 @@ allowlist:
             "{root}/rule.yaml:5: port 99999 is out of range*",
         ),
         (
-            "enabled = true\nreport = 'out/report.json'\n",
+            "enabled = true\nreport = 'blocked/report.json'\n",
             [],
-            "{root}/pyproject.toml:3: report = '{root}/out/report.json': the report's folder"
-            " does not exist: {root}/out",
+            "{root}/pyproject.toml:3: report = '{root}/blocked/report.json': {root}/blocked is a"
+            " file, so the report's folder cannot be made there*",
         ),
         (
             "",
-            ["--netaudit-report", "out/report.json"],
-            "{root}/out/report.json: the report's folder does not exist: {root}/out",
+            ["--netaudit-report=blocked/report.json"],
+            "{root}/blocked/report.json: {root}/blocked is a file, so the report's folder cannot"
+            " be made there*",
         ),
     ],
     ids=[
@@ -369,8 +370,8 @@ allowlist:
         "missing-allowlist-flag",
         "invalid-yaml",
         "invalid-rule",
-        "report-folder-missing-in-pyproject",
-        "report-folder-missing-flag",
+        "report-folder-blocked-in-pyproject",
+        "report-folder-blocked-flag",
     ],
 )
 def test_a_bad_setting_is_a_usage_error_before_anything_runs(
@@ -382,6 +383,7 @@ def test_a_bad_setting_is_a_usage_error_before_anything_runs(
     pytester.makepyprojecttoml(f"[tool.netaudit]\n{pyproject}")
     write(root / "bad.yaml", BAD_YAML)
     write(root / "rule.yaml", BAD_RULE)
+    write(root / "blocked", "a file where the report's folder would be\n")
 
     result = pytest_run("--netaudit", *args, cwd=root)
 
@@ -390,3 +392,32 @@ def test_a_bad_setting_is_a_usage_error_before_anything_runs(
     assert not (root / "conftest-imported").exists()
     assert not (root / "test-ran").exists()
     assert not any(line.startswith(HEADER) for line in result.outlines)
+
+
+# -- where the allowlist and the report are found --------------------------------------------
+
+
+def test_a_run_from_a_subfolder_keeps_the_projects_netaudit_yaml(
+    pytester: pytest.Pytester,
+) -> None:
+    root = pytester.path
+    write(root / "pytest.ini", "[pytest]\n")
+    write(root / "netaudit.yaml", allowlist("project rule"))
+    write(root / "tests" / "sub" / "test_egress.py", SUITE)
+    result = pytest_run("--netaudit", "--netaudit-verbose", cwd=root / "tests" / "sub")
+    assert result.ret == 0, lines_of(result)
+    result.stdout.fnmatch_lines(
+        [
+            f"{HEADER}{root / 'netaudit.yaml'} (netaudit.yaml in pytest's rootdir; none in the "
+            "current directory)",
+            "*",
+            OK_ROW.format(rule="project rule"),
+        ]
+    )
+
+
+def test_the_report_goes_into_folders_made_for_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_egress=SUITE)
+    result = pytest_run("--netaudit", "--netaudit-report=out/deep/r.json", cwd=pytester.path)
+    assert result.ret == 1, lines_of(result)
+    assert (pytester.path / "out" / "deep" / "r.json").is_file(), lines_of(result)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from netaudit import status
 from netaudit.cli import build_parser, main
 from netaudit.errors import EXIT_INCOMPLETE, EXIT_USAGE, ExitCode
-from netaudit import status
 from tests.unit.test_allowlist import BAD
 
 EXTERNAL = (
@@ -186,11 +186,12 @@ def test_analyze_reads_standard_input_for_dash_whatever_its_bytes(
     assert report["violations"][0]["address"] == "93.184.216.34"
 
 
-def test_a_report_into_a_missing_folder_is_refused_before_the_run(
+def test_a_report_whose_folder_cannot_be_made_is_refused_before_the_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    (tmp_path / "no").write_text("a file where the report's folder would be\n")
     assert main(["run", "--report", "no/such/r.json", "--", "touch", "ran"]) == EXIT_USAGE
-    assert "the report's folder does not exist" in capsys.readouterr().err
+    assert "is a file, so the report's folder cannot be made there" in capsys.readouterr().err
     assert not (tmp_path / "ran").exists()
 
 

@@ -76,7 +76,11 @@ def test_each_violation_is_followed_by_the_program_the_call_and_its_result_in_wo
     ("syscalls", "results", "said"),
     [
         (("connect",), (("0", 2),), "connect -> connected x2"),
-        (("connect",), (("ECONNREFUSED", 1), ("EINPROGRESS", 1)), "connect -> refused, in progress"),
+        (
+            ("connect",),
+            (("ECONNREFUSED", 1), ("EINPROGRESS", 1)),
+            "connect -> refused, in progress",
+        ),
         (("sendto",), (("12", 1), ("40", 2)), "sendto -> sent x3"),
         (("connect", "sendto"), (("0", 1), ("48", 1)), "connect/sendto -> succeeded x2"),
         (("connect",), (("EHOSTUNREACH", 1), ("?", 1)), "connect -> host unreachable, unfinished"),

@@ -42,7 +42,8 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="YAML",
         default=None,
         help="path to the allowlist YAML (default: [tool.netaudit] allowlist, else "
-        "netaudit.yaml in the current directory, else the built-in rules only)",
+        "netaudit.yaml in the current directory, else in pytest's rootdir, else the built-in "
+        "rules only)",
     )
     group.addoption(
         "--netaudit-verbose",
@@ -127,6 +128,7 @@ def settings(
             config=project,
             junit_failures=options.netaudit_junit_failures,
             io_uring=getattr(options, "netaudit_io_uring", None),
+            rootdir=config.rootpath,
         )
         allowlist = resolved.allowlist.load()  # checked now, before any test runs
         resolved.check_report()

@@ -17,7 +17,7 @@ from ..protocol import RunAudit
 from ..render import github, text
 from ..render import json as json_report
 from ..rules import Allowlist
-from ..settings import Settings
+from ..settings import Settings, write_report
 from ..status import INTERNAL_ERROR, with_outcome, worse
 from ..trace import traced_syscalls
 from . import summary
@@ -157,7 +157,7 @@ class Reporter:
         )
         document = json_report.to_json(outcome.result, run, self._locations())
         try:
-            self.settings.report.write_text(document, encoding="utf-8")
+            write_report(self.settings.report, document)
         except OSError as err:
             return _failed(
                 outcome, f"cannot write the report {self.settings.report}: {err.strerror}"

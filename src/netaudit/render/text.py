@@ -148,7 +148,7 @@ def test_heading(
     ``<session>``, what that is (when ``explain_session``)."""
     lines = [test_header(test)]
     if test == SESSION:
-        return lines + [SESSION_NOTE] if explain_session else lines
+        return [*lines, SESSION_NOTE] if explain_session else lines
     where = (locations or {}).get(test)
     if where and not _frame_shown(test, where, group):
         lines.append(f"    defined at {where}")
@@ -231,7 +231,7 @@ def by_destination(destinations: Iterable[Destination], every: bool = False) -> 
 _HAZARDS = {
     HazardKind.IO_URING: (
         "io_uring used",
-        "calls submitted through a ring are invisible to strace; with io_uring = \"deny\" "
+        'calls submitted through a ring are invisible to strace; with io_uring = "deny" '
         "(the default) io_uring_setup fails and programs fall back to plain sockets, which "
         "are judged",
     ),
