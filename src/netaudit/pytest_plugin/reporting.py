@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from .. import version
-from ..model import MarkVerb, RunInfo
+from ..model import SESSION, MarkVerb, RunInfo
 from ..outcome import Kind, Outcome, judge_run
 from ..protocol import RunAudit
 from ..render import github, text
@@ -110,6 +110,11 @@ class Reporter:
         if github.enabled(os.environ):
             for line in github.error_commands(result, self._github_locations()).splitlines():
                 tr.write_line(line)
+        if self.audit is not None and self.allowlist.scoped():
+            ran = [test for test, _ in self.audit.locations]
+            unmatched = self.allowlist.unmatched_scopes([*ran, SESSION])
+            for line in text.unmatched_scope_lines(unmatched, len(ran)):
+                tr.write_line(line, yellow=True)
         if self.settings.suggest_rules and result.violations:
             from ..render.suggest import suggest_rules  # loads PyYAML, needed only here
 

@@ -281,6 +281,18 @@ def _in_tests(tests: Sequence[str]) -> str:
     return " " + " and ".join(parts) if parts else ""
 
 
+def unmatched_scope_lines(unmatched: Iterable[tuple[Rule, str]], tests: int) -> list[str]:
+    """A warning per ``tests`` scope that matched no test of the run, at the rule's line."""
+    lines = []
+    for rule, scope in unmatched:
+        where = f"{rule.source}:{rule.line}: " if rule.source and rule.line else ""
+        lines.append(
+            f"netaudit: warning: {where}tests: {scope!r} of rule {rule.name!r} matched none of "
+            f"the {_count(tests, 'test')} this run ran (nor <session>)"
+        )
+    return lines
+
+
 def _by_test(destinations: Iterable[Destination]) -> Iterator[tuple[str, list[Destination]]]:
     groups: dict[str, list[Destination]] = {}
     for d in destinations:
