@@ -33,6 +33,9 @@ from pathlib import Path
 #: protocol.ENV_SUPERVISOR: set in a traced session's environment (its value is a secret token).
 ENV_SUPERVISOR = "NETAUDIT_SUPERVISOR"
 
+#: protocol.ENV_UNAUDITED: the pytest this hook runs again unaudited, having said why.
+ENV_UNAUDITED = "NETAUDIT_UNAUDITED"
+
 #: Set to 0 to switch the hook off (the plugin then supervises from inside pytest).
 ENV_EARLY = "NETAUDIT_EARLY_START"
 _PYTEST = ("pytest", "py.test")
@@ -77,6 +80,9 @@ class Plan:
 
     names: bool = False
     io_uring: str = "deny"  # settings.IO_URING_DEFAULT
+    #: What asked for the audit when the run may go on unaudited where strace cannot trace
+    #: (only ``enabled = true``, outside CI: pytest_plugin.options.lenient); "" otherwise.
+    lenient: str = ""
 
 
 class _Unsure(Exception):
@@ -89,7 +95,9 @@ def start() -> None:
     if _started:  # a .pth may be read twice (lib and lib64 are one folder in a venv)
         return
     _started = True
-    if ENV_SUPERVISOR in os.environ or os.environ.get(ENV_EARLY) == "0":
+    if ENV_SUPERVISOR in os.environ or ENV_UNAUDITED in os.environ:
+        return
+    if os.environ.get(ENV_EARLY) == "0":
         return
     if not sys.platform.startswith("linux"):
         return
@@ -151,7 +159,9 @@ def decide(args: Sequence[str], env: Mapping[str, str], cwd: Path) -> Plan | Non
             raise _Unsure("a --netaudit-* value moves pytest's rootdir")  # the plugin refuses
         ini = _pytest_section(found[0]) if found[0] is not None else {}
         project = _tool_netaudit(found[1]) if found[1] is not None else {}
-        return _plan([*_addopts(ini or {}), *given], project)
+        in_ci = env.get("CI", "").lower() in ("true", "1", "yes")
+        origin = "" if in_ci else f"enabled = true in {found[1]}"
+        return _plan([*_addopts(ini or {}), *given], project, origin)
     except _Unsure:
         return None
 
@@ -267,7 +277,8 @@ def _addopts(ini: Mapping[str, object]) -> list[str]:
     raise _Unsure("addopts")
 
 
-def _plan(tokens: Sequence[str], project: Mapping[str, object]) -> Plan | None:
+def _plan(tokens: Sequence[str], project: Mapping[str, object], origin: str = "") -> Plan | None:
+    """``origin``: what asked for the audit if only ``enabled = true`` does (see Plan)."""
     flag = opted_out = False
     names = project.get("names") is True
     io_uring = project.get("io_uring", Plan.io_uring)
@@ -292,24 +303,33 @@ def _plan(tokens: Sequence[str], project: Mapping[str, object]) -> Plan | None:
         return None
     if io_uring not in ("report", "deny"):
         raise _Unsure("io_uring")  # the plugin says what is wrong with it
-    return Plan(names=names, io_uring=str(io_uring))
+    return Plan(names=names, io_uring=str(io_uring), lenient="" if flag else origin)
 
 
 def _supervise(argv: Sequence[str], plan: Plan) -> None:
     """Runs the same command under strace and exits with the session's status. Whatever
-    happens, this process never goes on to run pytest itself, untraced."""
+    happens, this process never goes on to run pytest itself, untraced.
+
+    Where strace cannot trace and the plan is lenient, the command is run again unaudited
+    instead (an exec, with ENV_UNAUDITED: a fresh interpreter, in which no module of netaudit
+    was imported before pytest could mark it for assertion rewriting).
+    """
     status = 3
+    command = [sys.executable, *argv[1:]]
+    unaudited = False
     try:
         from netaudit.launch import run_session
 
-        command = [sys.executable, *argv[1:]]
-        status = run_session(
+        found = run_session(
             command,
             cwd=os.getcwd(),
             env=os.environ,
             names=plan.names,
             io_uring=plan.io_uring,
+            lenient=plan.lenient,
         )
+        unaudited = found is None
+        status = 3 if found is None else found
     except KeyboardInterrupt:
         status = 130
     except BaseException as exc:
@@ -318,4 +338,8 @@ def _supervise(argv: Sequence[str], plan: Plan) -> None:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
+        if unaudited:
+            os.environ[ENV_UNAUDITED] = "1"
+            with contextlib.suppress(OSError):
+                os.execv(sys.executable, command)
         os._exit(status)

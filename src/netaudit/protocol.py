@@ -27,6 +27,9 @@ from .model import Destination, Finding, MarkVerb, TraceStats
 #: Set in the traced command's environment: the supervisor's token, and the top run's id.
 ENV_SUPERVISOR = "NETAUDIT_SUPERVISOR"
 ENV_RUN = "NETAUDIT_RUN"
+#: Set by the start hook for the pytest it runs unaudited (strace cannot trace here, and only
+#: ``enabled = true`` asked for the audit): it has said so already.
+ENV_UNAUDITED = "NETAUDIT_UNAUDITED"
 
 _HEADER = struct.Struct("!Q")
 _CHUNK = 1 << 20

@@ -227,7 +227,8 @@ def test_bad():
 #: leading blank line).
 BAD_MESSAGE = (
     "*netaudit: test_bad_marker.py:6: the netaudit marker's allow: port 99999 is out of range "
-    "0-65535 in entry #1 (in test_bad_marker.py::test_bad)"
+    "0-65535 in entry #1 (in test_bad_marker.py::test_bad); to run the tests without the "
+    "audit, pass --no-netaudit"
 )
 
 
