@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 
-from . import markers
+from . import markers, resolvers
 from .errors import HOW_TO_SKIP, AllowlistError, ConfigError, NetauditError, TracerUnavailable
 from .outcome import Kind, judge_run
 from .render import text
@@ -85,7 +85,8 @@ def account(supervisor: Supervisor, status: int, *, expected: bool = True) -> in
         from .rules import DEFAULT
 
         allowlist = DEFAULT
-    outcome = judge_run(audit, allowlist)
+    servers = resolvers.nameservers()
+    outcome = judge_run(audit, allowlist, lambda found: resolvers.mark(found, servers))
     kind = outcome.kind
     if whole and status == USAGE_ERROR and outcome.kind is Kind.CLEAN:
         return status  # pytest refused its arguments, and said so: nothing ran to report on

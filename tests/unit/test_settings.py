@@ -148,3 +148,15 @@ def test_netaudit_yaml_in_pytests_rootdir_is_found_from_a_subfolder(tmp_path: Pa
         sub / "netaudit.yaml",
         "netaudit.yaml in the current directory",
     )
+
+
+def test_the_system_resolvers_are_read_from_resolv_conf(tmp_path: Path) -> None:
+    from netaudit import resolvers
+
+    conf = write(
+        tmp_path / "resolv.conf",
+        "# comment\nnameserver 10.255.255.53\nnameserver fe80::1%eth0\nnameserver ::ffff:10.0.0.2\n"
+        "nameserver bogus\nsearch example.test\n",
+    )
+    assert resolvers.nameservers(conf) == {"10.255.255.53", "fe80::1", "10.0.0.2"}
+    assert resolvers.nameservers(tmp_path / "missing") == frozenset()

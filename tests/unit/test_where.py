@@ -7,6 +7,7 @@ loopback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import marshal
@@ -292,3 +293,26 @@ def test_a_failure_in_the_recorder_never_fails_the_call(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         assert s.connect_ex(("127.0.0.1", 9)) == 0
     assert recorder.export() == []
+
+
+def test_a_lookups_lines_go_to_the_system_resolvers_destination(recorder: WhereRecorder) -> None:
+    def test_lookup() -> None:
+        with contextlib.suppress(OSError):
+            socket.getaddrinfo("127.0.0.1", 80)  # a lookup (numeric: no query is sent)
+
+    recorder.begin(NODE, test_lookup)
+    test_lookup()
+    recorder.end()
+    resolver = replace(dest(NODE, "10.255.255.53", 53), resolver=True)
+    other = dest(NODE, "192.0.2.1", 53)  # not the resolver: the lookup is not its line
+    attached = recorder.attach([resolver, other])
+    line = line_of('socket.getaddrinfo("127.0.0.1", 80)')
+    assert attached[0].where == (f"tests/unit/test_where.py:{line} in test_lookup",)
+    assert attached[1].where == ()
+    exported = recorder.export()
+    into = WhereRecorder(ROOT)
+    try:
+        into.add(exported)  # an xdist worker's lookups reach its controller too
+        assert into.attach([resolver])[0].where == attached[0].where
+    finally:
+        into.close()

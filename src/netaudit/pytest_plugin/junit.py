@@ -20,6 +20,7 @@ from collections.abc import Generator
 
 import pytest
 
+from .. import resolvers
 from ..outcome import Outcome, judge_run
 from ..render.text import evidence_line, findings_lines, violation_line
 from ..rules import Allowlist
@@ -48,6 +49,7 @@ class Verdicts:
         self.boundaries = boundaries
         self.allowlist = allowlist
         self.failures = failures
+        self.nameservers = resolvers.nameservers()
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -83,7 +85,9 @@ class Verdicts:
             audit = self.link.ask(test)
         except (OSError, ValueError, EOFError):
             return None  # the session's own report says the audit is incomplete
-        return judge_run(audit, self.allowlist)
+        return judge_run(
+            audit, self.allowlist, lambda found: resolvers.mark(found, self.nameservers)
+        )
 
 
 def _violations(outcome: Outcome | None) -> list[str]:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+from collections.abc import Iterable
 from dataclasses import replace
 
 import pytest
 
-from .. import version
-from ..model import SESSION, MarkVerb, RunInfo
+from .. import resolvers, version
+from ..model import SESSION, Destination, MarkVerb, RunInfo
 from ..outcome import Kind, Outcome, judge_run
 from ..protocol import RunAudit
 from ..render import github, text
@@ -49,6 +50,7 @@ class Reporter:
         self.outcome: Outcome | None = None
         #: Why no outcome could be had (the supervisor did not answer).
         self.problem = ""
+        self.nameservers = resolvers.nameservers()
 
     def pytest_report_header(self) -> list[str]:
         welcome = self.link.welcome
@@ -72,7 +74,7 @@ class Reporter:
             session.exitstatus = worse(int(session.exitstatus), INTERNAL_ERROR)
             summary.add_to_stats_line(self.config, summary.parts(None))
             return
-        outcome = judge_run(audit, self.allowlist, self.where.attach)
+        outcome = judge_run(audit, self.allowlist, self._annotate)
         status = with_outcome(int(session.exitstatus), outcome.kind)
         if self.settings.report is not None:
             outcome = self._write_report(outcome, status)
@@ -81,6 +83,11 @@ class Reporter:
         self.outcome = outcome
         session.exitstatus = with_outcome(int(session.exitstatus), outcome.kind)
         summary.add_to_stats_line(self.config, summary.parts(outcome))
+
+    def _annotate(self, destinations: Iterable[Destination]) -> Iterable[Destination]:
+        """What the run knows that the trace does not: which destinations are the system's
+        resolver, and the Python lines behind the calls (and behind the lookups)."""
+        return self.where.attach(resolvers.mark(destinations, self.nameservers))
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         tr = terminalreporter
