@@ -380,7 +380,7 @@ def test_not_run_after_x():
     result.stdout.fnmatch_lines(
         ["  netaudit: 1 violation detected", "  [[]test_fail.py::test_fails]", "*1 failed*"]
     )
-    assert not (pytester.path / "second-ran").exists()
+    assert not (pytester.path / "second-ran").exists(), output(result)
     # Not verbose: each violation is shown once; one test reached it, so no summary adds to it.
     assert SUMMARY not in result.outlines, output(result)
     result.stdout.fnmatch_lines(["=* 1 failed, 1 netaudit violation in * =*"])
