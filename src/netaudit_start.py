@@ -33,7 +33,7 @@ from pathlib import Path
 #: protocol.ENV_SUPERVISOR: set in a traced session's environment (its value is a secret token).
 ENV_SUPERVISOR = "NETAUDIT_SUPERVISOR"
 
-#: protocol.ENV_UNAUDITED: the pytest this hook runs again unaudited, having said why.
+#: netaudit.ENV_UNAUDITED: the pytest this hook runs again unaudited, having said why.
 ENV_UNAUDITED = "NETAUDIT_UNAUDITED"
 
 #: Set to 0 to switch the hook off (the plugin then supervises from inside pytest).
@@ -79,7 +79,7 @@ class Plan:
     """How to trace the session: what strace needs before the session can say it."""
 
     names: bool = False
-    io_uring: str = "deny"  # settings.IO_URING_DEFAULT
+    io_uring: str = "deny"  # netaudit.IO_URING_DEFAULT
     #: What asked for the audit when the run may go on unaudited where strace cannot trace
     #: (only ``enabled = true``, outside CI: pytest_plugin.options.lenient); "" otherwise.
     lenient: str = ""

@@ -22,14 +22,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from . import triage, version
+from . import IO_URING_CHOICES, triage, version
 from .audit import audit_lines, audit_log
 from .errors import ConfigError, ExitCode, InputError, NetauditError, TraceError
 from .model import AuditResult, RunInfo
 from .render import github, text
 from .render import json as json_report
 from .rules import DEFAULT
-from .settings import IO_URING_CHOICES, Settings, resolve, write_report
+from .settings import Settings, resolve, write_report
 from .trace import TracedRun, find_tracer, tampered, traced_syscalls
 
 #: What `--report -` names: the JSON report on standard output.

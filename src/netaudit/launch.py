@@ -13,15 +13,14 @@ import contextlib
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from . import markers, resolvers
-from .errors import HOW_TO_SKIP, AllowlistError, ConfigError, NetauditError, TracerUnavailable
-from .outcome import Kind, judge_run
-from .render import text
-from .settings import IO_URING_DEFAULT, Settings
-from .status import INTERNAL_ERROR, USAGE_ERROR, with_outcome
-from .supervisor import Supervisor
-from .trace import find_tracer
+from . import HOW_TO_SKIP, IO_URING_DEFAULT
+from .errors import NetauditError, TracerUnavailable
+from .status import INTERNAL_ERROR, USAGE_ERROR
+
+if TYPE_CHECKING:
+    from .supervisor import Supervisor
 
 
 def run_session(
@@ -44,8 +43,18 @@ def run_session(
     the session unaudited (None), after one warning line, rather than lock every developer
     without strace out of the suite; ``--netaudit`` and ``CI=true`` still fail closed.
     """
+    # Only what starting the session needs is imported before it starts; the rest (reading
+    # the trace, judging) is imported by the supervisor's threads while the session starts.
+    from . import markers
+    from .supervisor import Supervisor
+    from .trace import find_tracer
+
     try:
-        tracer = find_tracer()
+        tracer = find_tracer(probe=False)  # a strace that cannot trace fails before the run
+        for warning in tracer.warnings:
+            _say(f"netaudit: warning: {warning}", err=True)
+        supervisor = Supervisor(tracer, markers.new_run_id(), names=names, io_uring=io_uring)
+        status = supervisor.run(command, env=supervisor.environment(env), cwd=cwd)
     except TracerUnavailable as err:  # worded as pytest words a usage error
         if lenient:
             _say(
@@ -56,14 +65,11 @@ def run_session(
             return None
         _say(f"ERROR: netaudit cannot trace this session: {err}; {HOW_TO_SKIP}", err=True)
         return USAGE_ERROR
-    for warning in tracer.warnings:
-        _say(f"netaudit: warning: {warning}", err=True)
-    supervisor = Supervisor(tracer, markers.new_run_id(), names=names, io_uring=io_uring)
-    try:
-        status = supervisor.run(command, env=supervisor.environment(env), cwd=cwd)
     except NetauditError as err:
         _say(f"netaudit: error: {err}")
         return INTERNAL_ERROR
+    for warning in supervisor.traced.warnings:
+        _say(f"netaudit: warning: {warning}", err=True)
     return account(supervisor, status, expected=expected)
 
 
@@ -78,6 +84,15 @@ def account(supervisor: Supervisor, status: int, *, expected: bool = True) -> in
     if hello is not None and not hello.audit:
         return status  # the session found nothing to audit (an opt-out, --collect-only...)
     audit, whole = supervisor.leftovers()
+    if not whole and not (audit.destinations or audit.findings or audit.problem):
+        return status  # the usual end: the session reported everything itself
+    from . import resolvers
+    from .errors import AllowlistError, ConfigError
+    from .outcome import Kind, judge_run
+    from .render import text
+    from .settings import Settings
+    from .status import with_outcome
+
     settings = Settings.from_wire(hello.settings if hello is not None else {})
     try:
         allowlist = settings.allowlist.load()

@@ -10,11 +10,28 @@ run's table of tests (nodeids are too long for the 107 bytes of ``sun_path``).
 
 from __future__ import annotations
 
+import enum
+import os
 import re
-import secrets
 
-from .model import MarkVerb
 
+class MarkVerb(str, enum.Enum):
+    """What a test session announces in the trace with a marker."""
+
+    #: This process now drives the run: its events belong to the run's session.
+    START = "s"
+    #: A test begins (or resumes after a wider-scoped fixture) in this process.
+    BEGIN = "b"
+    #: The current test ends (or pauses for a wider-scoped fixture): back to the session.
+    END = "e"
+    #: The run is about to ask for its report: everything it did is in the log before this.
+    FINISH = "f"
+    #: A connection to the supervisor's control socket, not an event of the run.
+    CONTROL = "x"
+
+
+#: The "test" of what a run does outside any test (session set-up, plugins, the end).
+SESSION = "<session>"
 PREFIX = "netaudit:"
 _MARK = re.compile(
     r"netaudit:([0-9a-f]{8,32})(?:\.([A-Za-z0-9_-]{1,32}))?:([sbefx])(?::([0-9]{1,9}))?"
@@ -23,7 +40,8 @@ _WORKER_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def new_run_id() -> str:
-    return secrets.token_hex(8)
+    """64 random bits (os.urandom, as secrets.token_hex, without importing it)."""
+    return os.urandom(8).hex()
 
 
 def address(run: str, verb: MarkVerb, test: int = -1, worker: str = "") -> bytes:

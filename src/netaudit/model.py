@@ -10,6 +10,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import NamedTuple, Union
 
+from .markers import SESSION as SESSION
+from .markers import MarkVerb as MarkVerb
+
 #: Families the allowlist can name; the parser keeps any other family strace prints, as printed.
 AF_INET = "AF_INET"
 AF_INET6 = "AF_INET6"
@@ -136,21 +139,6 @@ class Hazard:
     raw: str = ""
 
 
-class MarkVerb(str, enum.Enum):
-    """What a test session announces in the trace with a marker (see ``markers``)."""
-
-    #: This process now drives the run: its events belong to the run's session.
-    START = "s"
-    #: A test begins (or resumes after a wider-scoped fixture) in this process.
-    BEGIN = "b"
-    #: The current test ends (or pauses for a wider-scoped fixture): back to the session.
-    END = "e"
-    #: The run is about to ask for its report: everything it did is in the log before this.
-    FINISH = "f"
-    #: A connection to the supervisor's control socket, not an event of the run.
-    CONTROL = "x"
-
-
 @dataclass(frozen=True)
 class Mark:
     """A marker ``connect()`` that a test session made to tell the trace where it is.
@@ -215,10 +203,6 @@ class Process:
     parent: int | None
     program: str
     path: str = ""
-
-
-#: The test label for events that happen outside any test in a test session.
-SESSION = "<session>"
 
 
 class NetEvent(NamedTuple):

@@ -21,15 +21,11 @@ import struct
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar, Union
 
-from . import markers
-from .model import Destination, Finding, MarkVerb, TraceStats
+from . import ENV_RUN, ENV_SUPERVISOR, markers
+from .markers import MarkVerb
+from .model import Destination, Finding, TraceStats
 
-#: Set in the traced command's environment: the supervisor's token, and the top run's id.
-ENV_SUPERVISOR = "NETAUDIT_SUPERVISOR"
-ENV_RUN = "NETAUDIT_RUN"
-#: Set by the start hook for the pytest it runs unaudited (strace cannot trace here, and only
-#: ``enabled = true`` asked for the audit): it has said so already.
-ENV_UNAUDITED = "NETAUDIT_UNAUDITED"
+__all__ = ["ENV_RUN", "ENV_SUPERVISOR"]  # and the messages below
 
 _HEADER = struct.Struct("!Q")
 _CHUNK = 1 << 20

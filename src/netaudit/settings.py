@@ -16,22 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union, cast
 
+from . import IO_URING_CHOICES, IO_URING_DEFAULT
 from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .rules import Allowlist
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python < 3.11 only
-    import tomli as tomllib
-
 DEFAULT_ALLOWLIST = "netaudit.yaml"
-#: What to do about io_uring, whose connects no syscall tracer sees (notes §f): make
-#: ``io_uring_setup`` fail (programs fall back to sockets, as under Docker's default seccomp
-#: profile), or report its use as an incomplete audit.
-IO_URING_CHOICES = ("report", "deny")
-IO_URING_DEFAULT = "deny"
 
 #: The keys of [tool.netaudit] and the type each must have.
 KEYS: dict[str, type] = {
@@ -116,9 +107,16 @@ def load_project_config(pyproject: Path | None) -> ProjectConfig:
         return ProjectConfig()
     try:
         text = pyproject.read_text(encoding="utf-8")
-        document = tomllib.loads(text)
     except OSError as err:
         raise ConfigError(f"cannot read: {err.strerror}", str(pyproject)) from err
+    if "netaudit" not in text:  # most pytest runs of most projects: no TOML to parse
+        return ProjectConfig(path=pyproject)
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python < 3.11 only
+        import tomli as tomllib
+    try:
+        document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"invalid TOML: {err}", str(pyproject)) from err
     table: Any = document.get("tool", {}).get("netaudit")

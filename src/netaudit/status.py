@@ -3,7 +3,10 @@ supervisor that started its session, share them)."""
 
 from __future__ import annotations
 
-from .outcome import Kind
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .outcome import Kind
 
 OK, TESTS_FAILED, INTERRUPTED, INTERNAL_ERROR, USAGE_ERROR, NO_TESTS = 0, 1, 2, 3, 4, 5
 
@@ -19,6 +22,8 @@ def worse(status: int, failure: int) -> int:
 
 def with_outcome(status: int, kind: Kind) -> int:
     """The session's status once the audit's outcome is known."""
+    from .outcome import Kind
+
     if kind is Kind.INCOMPLETE:
         return worse(status, INTERNAL_ERROR)
     if kind is Kind.VIOLATIONS:

@@ -13,35 +13,24 @@ once strace has written its line, the answer covers everything the run did up to
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, NamedTuple
 
-from . import markers
-from .attribute import Attributed, Lineage
-from .audit import Folder, merge
+from . import ENV_RUN, ENV_SUPERVISOR, markers
 from .errors import TraceError
-from .model import SESSION, Destination, Finding, Mark, MarkVerb
-from .parse import Parser
-from .protocol import (
-    ENV_RUN,
-    ENV_SUPERVISOR,
-    MAX_LINE,
-    Ask,
-    Bye,
-    Finish,
-    Hello,
-    Message,
-    RunAudit,
-    TableEntry,
-    Welcome,
-    decode,
-    reply,
-)
+from .markers import SESSION, MarkVerb
 from .trace import TracedRun, Tracer, has_hole, tampered
+
+if TYPE_CHECKING:
+    from .attribute import Attributed
+    from .audit import Folder
+    from .model import Destination, Finding, Mark
+    from .parse import Parser
+    from .protocol import Ask, Hello, Message, RunAudit, TableEntry, Welcome
+
 
 _POLL = 0.005
 _CHUNK = 1 << 20
@@ -50,15 +39,35 @@ _NAME_WAIT = 2.0
 STRACE_NICE = -10
 
 
-@dataclass
+class _Pipeline(NamedTuple):
+    """What reads the log: made by the reader thread, so that the modules it needs are
+    imported while the traced session starts, not before it (the supervisor imports nothing
+    it does not need to start strace: docs/performance.md)."""
+
+    parser: Parser
+    folder: Folder
+    #: What the top run did after it asked for its report.
+    late: Folder
+
+    @classmethod
+    def make(cls) -> _Pipeline:
+        from .audit import Folder
+        from .parse import Parser
+
+        return cls(Parser(), Folder(), Folder())
+
+
 class _Run:
-    tests: dict[tuple[str, int], tuple[str, str]] = field(default_factory=dict)
-    policies: dict[str, str] = field(default_factory=dict)
-    hello: Hello | None = None
-    #: Connections of the run (its session's, its workers') still being read.
-    talking: int = 0
-    finished: bool = False
-    served: bool = False
+    """What the supervisor knows of one run (mutable: it learns as the run talks)."""
+
+    def __init__(self) -> None:
+        self.tests: dict[tuple[str, int], tuple[str, str]] = {}
+        self.policies: dict[str, str] = {}
+        self.hello: Hello | None = None
+        #: Connections of the run (its session's, its workers') still being read.
+        self.talking = 0
+        self.finished = False
+        self.served = False
 
 
 class Supervisor:
@@ -85,9 +94,7 @@ class Supervisor:
         )
         self._cond = threading.Condition()
         self._runs: dict[str, _Run] = {run: _Run()}
-        self._folder = Folder()
-        self._late = Folder()
-        self._parser = Parser()
+        self._pipe: _Pipeline | None = None
         self._done = threading.Event()
         self._consumed = False
         #: How many times the reader has caught up with strace; how many lines it has read.
@@ -122,9 +129,13 @@ class Supervisor:
                 except OSError as err:
                     raise TraceError(f"cannot open the control socket: {err.strerror}") from err
                 self._start(self._serve, "netaudit-control")
-                self._start(self._consume, "netaudit-consume")
                 try:
-                    return self.traced.run(command, env=env, cwd=cwd)
+                    return self.traced.run(
+                        command,
+                        env=env,
+                        cwd=cwd,
+                        started=lambda: self._start(self._consume, "netaudit-consume"),
+                    )
                 finally:
                     self._done.set()
                     for thread in self._threads[1:]:
@@ -146,12 +157,16 @@ class Supervisor:
     # -- reading the log ----------------------------------------------------------------
 
     def _consume(self) -> None:
-        lineage = Lineage(root=(self.run_id, SESSION))
         try:
+            from . import protocol  # noqa: F401 - for the first run's hello, answered at once
+            from .attribute import Lineage
+
+            lineage = Lineage(root=(self.run_id, SESSION))
             with self._cond:
-                items = lineage.attribute(self._parser.records(self._follow()))
-                self._folder.feed(_until_late(items, self), self._on_mark)
-                self._late.feed(items)
+                pipe = self._pipe = _Pipeline.make()
+                items = lineage.attribute(pipe.parser.records(self._follow()))
+                pipe.folder.feed(_until_late(items, self), self._on_mark)
+                pipe.late.feed(items)
         except Exception as exc:  # any failure here makes the audit incomplete
             self._failure = f"reading the trace failed: {exc!r}"
         finally:
@@ -223,6 +238,8 @@ class Supervisor:
             ).start()
 
     def _talk(self, conn: socket.socket) -> None:
+        from .protocol import MAX_LINE, Bye, Hello, decode, reply
+
         run: _Run | None = None
         try:
             with conn, conn.makefile("rb") as stream:
@@ -248,6 +265,8 @@ class Supervisor:
             self._cond.notify_all()
 
     def _answer(self, conn: socket.socket, message: Message | None) -> None:
+        from .protocol import Ask, Finish, TableEntry, reply
+
         if isinstance(message, TableEntry):
             self._table(message)
         elif isinstance(message, Ask):
@@ -256,6 +275,8 @@ class Supervisor:
             conn.sendall(reply(self.audit_of(message.run)))
 
     def welcome(self) -> Welcome:
+        from .protocol import Welcome
+
         return Welcome(
             strace_pid=self.traced.strace_pid,
             strace=self.tracer.path,
@@ -287,6 +308,8 @@ class Supervisor:
                 entry.location,
             )
             if entry.policy is not None:
+                import json
+
                 run.policies[entry.nodeid] = json.dumps(entry.policy)
             self._cond.notify_all()
 
@@ -306,10 +329,11 @@ class Supervisor:
             )
             entry.served = True
             cut = self._cut()
+            pipe = self._piped()
             if run == self.run_id:
-                self._foreign_served = self._parser.stats.foreign
+                self._foreign_served = pipe.parser.stats.foreign
                 self._holed_served = cut
-            problem = self._failure or tampered(self._parser.stats.foreign, cut)
+            problem = self._failure or tampered(pipe.parser.stats.foreign, cut)
             if not entry.finished and not problem:
                 problem = (
                     "the trace ended before the run finished"
@@ -317,7 +341,7 @@ class Supervisor:
                     else "the run's end marker never reached the trace"
                 )
             return self._named(
-                run, self._folder.destinations(run), self._folder.findings(run), problem
+                run, pipe.folder.destinations(run), pipe.folder.findings(run), problem
             )
 
     def audit_of_test(self, ask: Ask) -> RunAudit:
@@ -328,9 +352,10 @@ class Supervisor:
             asked = self._caught_up
             self._cond.notify_all()
             self._cond.wait_for(lambda: self._consumed or self._caught_up > asked)
-            problem = self._failure or tampered(self._parser.stats.foreign)
-            destinations = [d for d in self._folder.destinations(ask.run) if d.test == key]
-            findings = [f for f in self._folder.findings(ask.run) if f.test == key]
+            pipe = self._piped()
+            problem = self._failure or tampered(pipe.parser.stats.foreign)
+            destinations = [d for d in pipe.folder.destinations(ask.run) if d.test == key]
+            findings = [f for f in pipe.folder.findings(ask.run) if f.test == key]
             return self._named(ask.run, destinations, findings, problem)
 
     def _named(
@@ -355,6 +380,11 @@ class Supervisor:
             lambda: entry.talking <= 1 or all(_split(key) in tests for key in keys),
             timeout=_NAME_WAIT,
         )
+        from dataclasses import replace
+
+        from .audit import merge
+        from .protocol import RunAudit
+
         names = {key: tests.get(_split(key), (f"<unnamed test {key}>", ""))[0] for key in keys}
         names[SESSION] = SESSION
         folded: dict[tuple[object, ...], Destination] = {}
@@ -368,7 +398,9 @@ class Supervisor:
             destinations=tuple(folded.values()),
             findings=tuple(replace(f, test=names.get(f.test, f.test)) for f in findings),
             # The parser's own counts are written back only when its stream ends.
-            stats=replace(self._parser.stats, lines=self._lines, calls=calls, unparsed=unparsed),
+            stats=replace(
+                self._piped().parser.stats, lines=self._lines, calls=calls, unparsed=unparsed
+            ),
             locations=tuple(sorted(set(tests.values()))),
             problem=problem,
             policies=tuple(sorted(self._runs[run].policies.items())),
@@ -379,15 +411,23 @@ class Supervisor:
         whether that is all it did (its report never came, say after a crash)."""
         run = self.run_id
         with self._cond:
+            pipe = self._piped()
+            foreign = pipe.parser.stats.foreign
             if self._runs[run].served:
-                late = self._late
-                foreign = self._parser.stats.foreign - self._foreign_served
-                problem = tampered(foreign, self._holed and not self._holed_served)
+                late = pipe.late
+                cut = self._holed and not self._holed_served
+                problem = tampered(foreign - self._foreign_served, cut)
                 return self._named(run, late.destinations(run), late.findings(run), problem), False
-            problem = self._failure or tampered(self._parser.stats.foreign, self._holed)
-            return self._named(
-                run, self._folder.destinations(run), self._folder.findings(run), problem
-            ), True
+            problem = self._failure or tampered(foreign, self._holed)
+            whole = pipe.folder
+            return self._named(run, whole.destinations(run), whole.findings(run), problem), True
+
+    def _piped(self) -> _Pipeline:
+        """The reader's pipeline; an empty one if the reader failed before it made its own
+        (its failure is then the audit's problem)."""
+        if self._pipe is None:
+            self._pipe = _Pipeline.make()
+        return self._pipe
 
 
 def _one_cpu() -> int | None:

@@ -43,13 +43,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from types import FrameType
-from typing import IO, Callable, Optional, Union
+from typing import IO, Callable, NamedTuple, Optional, Union
 
+from . import IO_URING_CHOICES
 from .errors import CommandError, TraceError, TracerUnavailable
 from .proctree import kill, stat, tracer_pid, tree
-from .settings import IO_URING_CHOICES
 
 TRACED_SYSCALLS: tuple[str, ...] = (
     "connect", "sendto", "sendmsg", "sendmmsg", "execve", "execveat",
@@ -120,9 +119,9 @@ _DENIED = re.compile(r"Operation not permitted|PTRACE_TRACEME")
 _Handler = Union[Callable[[int, Optional[FrameType]], object], int, signal.Handlers, None]
 
 
-@dataclass(frozen=True)
-class Tracer:
-    """A strace that the pre-flight saw trace a command here."""
+class Tracer(NamedTuple):
+    """A strace that the pre-flight saw trace a command here. (A NamedTuple, not a frozen
+    dataclass: the supervisor starts strace before it imports dataclasses.)"""
 
     path: str
     version: str
@@ -130,22 +129,27 @@ class Tracer:
     warnings: tuple[str, ...] = ()
 
 
-def find_tracer(strace: str | None = None) -> Tracer:
-    """Pre-flight, once per run: never hand out a strace that cannot trace here."""
+def find_tracer(strace: str | None = None, *, probe: bool = True) -> Tracer:
+    """Pre-flight, once per run: never hand out a strace that cannot trace here.
+
+    ``probe=False`` skips the trial run (two strace starts, 10-30 ms): a strace that cannot
+    trace here then fails before it starts the command, and TracedRun.run raises the same
+    TracerUnavailable; one without seccomp-bpf goes on with plain ptrace and says so.
+    """
     if not sys.platform.startswith("linux"):
         raise TracerUnavailable(f"netaudit needs Linux (strace and ptrace); this is {sys.platform}")
     path = _locate(strace)
     version = _version(path)
     seccomp = tuple(int(n) for n in version.split(".")) >= (5, 3)
     warning = "" if seccomp else f"strace {version} has no --seccomp-bpf (5.3+); {_SLOWER}"
-    if seccomp:
+    if seccomp and probe:
         rc, err = _probe(Tracer(path, version, True))
         if (_NOTICE.search(err) or "--seccomp-bpf" in err) and not _DENIED.search(err):
             seccomp = False
             warning = f"strace {version}: seccomp-bpf is unavailable here; {_SLOWER}"
         elif rc != 0 or err.strip():
             raise _unavailable(path, rc, err)
-    if not seccomp:
+    if not seccomp and probe:
         rc, err = _probe(Tracer(path, version, False))
         if rc != 0 or err.strip():
             raise _unavailable(path, rc, err)
@@ -353,8 +357,13 @@ class TracedRun:
         *,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        started: Callable[[], None] | None = None,
     ) -> int:
-        """Runs the command under strace; returns its status (128+N when signal N killed it)."""
+        """Runs the command under strace; returns its status (128+N when signal N killed it).
+
+        ``started`` is called once strace runs: work that can wait until then (importing
+        what reads the log) does not delay the command.
+        """
         log_path = self.log_path
         if self._proc is not None:
             raise RuntimeError("a TracedRun runs one command")
@@ -399,6 +408,8 @@ class TracedRun:
             reader.start()
             while self._pending:  # signals that came before there was a group to send them to
                 kill(self._proc.pid, self._pending.pop(0), group=True)
+            if started is not None:
+                started()
             rc, hung = self._supervise(self._proc)
             reader.join(self.kill_grace)  # strace's exit closes the pipe
         except BaseException as exc:
@@ -427,6 +438,8 @@ class TracedRun:
                 raise TraceError(f"strace was killed ({_signame(-rc)}): the audit is incomplete")
         self.warnings = tuple(line for line in said if _NOTICE.search(line))
         fatal = [line for line in said if not _NOTICE.search(line)]
+        if fatal and not _ran_shim(self.log_path):  # strace never started the command
+            raise _unavailable(self.tracer.path, rc, "\n".join(said))
         if fatal:
             raise TraceError("strace failed, the audit is incomplete: " + "; ".join(fatal[:5]))
         return 128 - rc if rc < 0 else rc
@@ -546,6 +559,16 @@ def _logged_kill(log_path: str, pid: int | None) -> bool:
     try:
         with open(log_path, "rb") as log:
             return any(line.startswith(prefix) and mark in line for line in log)
+    except OSError:
+        return False
+
+
+def _ran_shim(log_path: str) -> bool:
+    """Whether the log shows the shim's exec: the first thing strace runs, so without it
+    nothing of the command ran."""
+    try:
+        with open(log_path, "rb") as log:
+            return SHIM_TAG.encode() in log.read(1 << 16)
     except OSError:
         return False
 

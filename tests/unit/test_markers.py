@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from netaudit import markers
-from netaudit.model import MarkVerb
+from netaudit.markers import MarkVerb
 
 RUN = "0123456789abcdef"
 RUNS = st.text("0123456789abcdef", min_size=8, max_size=32)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import netaudit
 import netaudit_start
 from netaudit import protocol
 from netaudit_start import Plan, decide, pytest_args
@@ -171,7 +172,7 @@ def test_paths_of_tests_lead_to_their_project(tmp_path: Path) -> None:
 
 def test_the_hook_and_the_protocol_agree_on_the_environment_variables() -> None:
     assert netaudit_start.ENV_SUPERVISOR == protocol.ENV_SUPERVISOR
-    assert netaudit_start.ENV_UNAUDITED == protocol.ENV_UNAUDITED
+    assert netaudit_start.ENV_UNAUDITED == netaudit.ENV_UNAUDITED
 
 
 def test_the_hook_stands_aside_in_a_traced_process_and_when_switched_off(
@@ -184,7 +185,7 @@ def test_the_hook_stands_aside_in_a_traced_process_and_when_switched_off(
     for env in (
         {protocol.ENV_SUPERVISOR: "token"},
         {netaudit_start.ENV_EARLY: "0"},
-        {protocol.ENV_UNAUDITED: "1"},  # the pytest it runs again unaudited
+        {netaudit.ENV_UNAUDITED: "1"},  # the pytest it runs again unaudited
     ):
         monkeypatch.setattr(netaudit_start, "_started", False)
         with monkeypatch.context() as patch:

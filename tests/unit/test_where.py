@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from netaudit import markers
-from netaudit.model import SESSION, Destination, Endpoint, MarkVerb, Verdict
+from netaudit.markers import MarkVerb
+from netaudit.model import SESSION, Destination, Endpoint, Verdict
 from netaudit.pytest_plugin.where import MAX_SITES, WhereRecorder, target_of
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,7 +19,7 @@ from collections.abc import Generator
 
 import pytest
 
-from ..protocol import ENV_RUN, ENV_SUPERVISOR, ENV_UNAUDITED
+from .. import ENV_RUN, ENV_SUPERVISOR, ENV_UNAUDITED
 from . import marks, options
 
 #: The status of the traced session, once this process has supervised it.

@@ -15,7 +15,7 @@ from collections.abc import Generator
 import pytest
 
 from .. import markers
-from ..model import MarkVerb
+from ..markers import MarkVerb
 from . import marks
 from .link import Link
 from .where import WhereRecorder

@@ -12,16 +12,17 @@ say what to write instead.
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..settings import ProjectConfig, find_pyproject, load_project_config
 from .options import usage_error
+
+if TYPE_CHECKING:
+    from ..settings import ProjectConfig
 
 #: netaudit's options that take a value.
 VALUED = ("--netaudit-allowlist", "--netaudit-report", "--netaudit-io-uring",
@@ -60,6 +61,8 @@ def _setup(
     """pytest's (rootdir, inifile) for these arguments, or None when its search cannot be
     called here (it is pytest's internal API)."""
     try:
+        import inspect
+
         from _pytest.config.findpaths import determine_setup
 
         accepted = inspect.signature(determine_setup).parameters
@@ -76,14 +79,21 @@ def _setup(
     return found[0], found[1]
 
 
-def check_project(config: pytest.Config, project: ProjectConfig, enabled: bool) -> None:
+def check_project(config: pytest.Config, project: ProjectConfig | None, enabled: bool) -> None:
     """A ``[tool.netaudit]`` asking for the audit must not be left unread."""
     if enabled:
         return
-    found = find_pyproject(config.invocation_params.dir)
+    read = None if project is None else project.path
+    found = _pyproject_above(config.invocation_params.dir)
     while found is not None:
-        if found != project.path and b"netaudit" in _read(found):
-            asking = load_project_config(found)
+        if found != read and b"netaudit" in _read(found):
+            from ..errors import ConfigError
+            from ..settings import load_project_config
+
+            try:
+                asking = load_project_config(found)
+            except ConfigError as err:  # it may ask for the audit: it must be readable
+                raise usage_error(str(err)) from err
             if asking.get("enabled") is True:
                 line = asking.where("enabled")
                 at = f"{found}:{line[1]}" if line and line[1] else str(found)
@@ -94,7 +104,19 @@ def check_project(config: pytest.Config, project: ProjectConfig, enabled: bool) 
                     f"--netaudit-allowlist=PATH), or run pytest where that pyproject.toml "
                     f"is its configuration"
                 )
-        found = find_pyproject(found.parent.parent) if found.parent != found.parent.parent else None
+        found = (
+            _pyproject_above(found.parent.parent) if found.parent != found.parent.parent else None
+        )
+
+
+def _pyproject_above(start: Path) -> Path | None:
+    """The nearest pyproject.toml in ``start`` or a folder above it (settings.find_pyproject,
+    without importing the settings for a run that audits nothing)."""
+    for folder in (start, *start.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _read(path: Path) -> bytes:

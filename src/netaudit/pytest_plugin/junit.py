@@ -17,15 +17,16 @@ test case: the case was written when the test ended.
 from __future__ import annotations
 
 from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from .. import resolvers
-from ..outcome import Outcome, judge_run
-from ..render.text import evidence_line, findings_lines, violation_line
-from ..rules import Allowlist
 from .boundaries import Boundaries
 from .link import Link
+
+if TYPE_CHECKING:
+    from ..outcome import Outcome
+    from ..rules import Allowlist
 
 #: The property each violation becomes, one per (test, destination).
 PROPERTY = "netaudit_violation"
@@ -49,7 +50,7 @@ class Verdicts:
         self.boundaries = boundaries
         self.allowlist = allowlist
         self.failures = failures
-        self.nameservers = resolvers.nameservers()
+        self.nameservers: frozenset[str] | None = None
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -68,6 +69,8 @@ class Verdicts:
             outcome = self._outcome(item)
             for line in _violations(outcome):
                 report.user_properties.append((PROPERTY, line))
+            from ..render.text import findings_lines
+
             incomplete = findings_lines(outcome.result.findings) if outcome else []
             for line in incomplete:
                 report.user_properties.append((INCOMPLETE, line))
@@ -78,6 +81,9 @@ class Verdicts:
         return report
 
     def _outcome(self, item: pytest.Item) -> Outcome | None:
+        from .. import resolvers
+        from ..outcome import judge_run
+
         test = self.boundaries.tests.get(item.nodeid)
         if test is None:
             return None
@@ -85,12 +91,15 @@ class Verdicts:
             audit = self.link.ask(test)
         except (OSError, ValueError, EOFError):
             return None  # the session's own report says the audit is incomplete
-        return judge_run(
-            audit, self.allowlist, lambda found: resolvers.mark(found, self.nameservers)
-        )
+        if self.nameservers is None:
+            self.nameservers = resolvers.nameservers()
+        servers = self.nameservers
+        return judge_run(audit, self.allowlist, lambda found: resolvers.mark(found, servers))
 
 
 def _violations(outcome: Outcome | None) -> list[str]:
     if outcome is None:
         return []
+    from ..render.text import evidence_line, violation_line
+
     return [f"{violation_line(d)}; {evidence_line(d)}" for d in outcome.result.violations]

@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ..errors import HOW_TO_SKIP, ConfigError
-from ..settings import IO_URING_CHOICES, ProjectConfig, Settings, load_project_config, resolve
+from .. import HOW_TO_SKIP, IO_URING_CHOICES
 
 if TYPE_CHECKING:
     from ..rules import Allowlist
+    from ..settings import ProjectConfig, Settings
 
 #: The settings and allowlist, once resolved in this process.
-SETTINGS = pytest.StashKey[tuple[Settings, "Allowlist"]]()
+SETTINGS = pytest.StashKey[tuple["Settings", "Allowlist"]]()
 
 #: Options that only show information: no test runs, so nothing needs tracing.
 _NO_RUN = ("help", "version", "collectonly", "showfixtures", "show_fixtures_per_test",
@@ -91,34 +91,46 @@ def add_options(parser: pytest.Parser) -> None:
     )
 
 
-def project_config(config: pytest.Config) -> ProjectConfig:
+def project_config(config: pytest.Config) -> ProjectConfig | None:
     """``[tool.netaudit]`` from the pyproject.toml pytest uses: its inifile when that is a
-    pyproject.toml, else the one in its rootdir. None is read under ``--no-netaudit``, which
-    must work whatever the table says."""
+    pyproject.toml, else the one in its rootdir. None when that file does not mention
+    netaudit (most pytest runs: then nothing of the engine is imported), and under
+    ``--no-netaudit``, which must work whatever the table says."""
     for namespace in (config.known_args_namespace, config.option):
         if getattr(namespace, "no_netaudit", False):
-            return ProjectConfig()
+            return None
     inipath = config.inipath
     if inipath is not None and inipath.name == "pyproject.toml":
         candidate: Path = inipath
     else:
         candidate = config.rootpath / "pyproject.toml"
     try:
-        return load_project_config(candidate if candidate.is_file() else None)
+        if b"netaudit" not in candidate.read_bytes():
+            return None
+    except OSError:
+        return None  # no such file (an unreadable one is the loader's to report)
+    from ..errors import ConfigError
+    from ..settings import load_project_config
+
+    try:
+        return load_project_config(candidate)
     except ConfigError as err:
         raise usage_error(str(err)) from err
 
 
-def enabled(options: argparse.Namespace, project: ProjectConfig) -> bool:
+def enabled(options: argparse.Namespace, project: ProjectConfig | None) -> bool:
     if getattr(options, "no_netaudit", False):
         return False
-    return bool(getattr(options, "netaudit", False)) or project.get("enabled") is True
+    asked = project is not None and project.get("enabled") is True
+    return bool(getattr(options, "netaudit", False)) or asked
 
 
-def lenient(options: argparse.Namespace, project: ProjectConfig) -> str:
+def lenient(options: argparse.Namespace, project: ProjectConfig | None) -> str:
     """What asked for the audit when it may be skipped where strace cannot trace: only
     ``enabled = true`` (no ``--netaudit``), outside CI; "" when the run must fail closed."""
-    if getattr(options, "netaudit", False) or project.get("enabled") is not True:
+    if getattr(options, "netaudit", False) or project is None:
+        return ""
+    if project.get("enabled") is not True:
         return ""
     if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
         return ""
@@ -132,10 +144,13 @@ def runs_tests(options: argparse.Namespace) -> bool:
 
 
 def settings(
-    config: pytest.Config, options: argparse.Namespace, project: ProjectConfig
+    config: pytest.Config, options: argparse.Namespace, project: ProjectConfig | None
 ) -> tuple[Settings, Allowlist]:
     """Resolved and loaded once per process; a bad setting or allowlist is a usage error
     (exit 4)."""
+    from ..errors import ConfigError
+    from ..settings import ProjectConfig, resolve
+
     try:
         resolved = resolve(
             config.invocation_params.dir,
@@ -144,7 +159,7 @@ def settings(
             report=options.netaudit_report,
             suggest_rules=options.netaudit_suggest_rules,
             names=options.netaudit_names,
-            config=project,
+            config=project or ProjectConfig(),
             junit_failures=options.netaudit_junit_failures,
             io_uring=getattr(options, "netaudit_io_uring", None),
             rootdir=config.rootpath,

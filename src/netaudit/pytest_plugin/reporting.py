@@ -8,23 +8,23 @@ import os
 import platform
 from collections.abc import Iterable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import pytest
 
-from .. import resolvers, version
-from ..model import SESSION, Destination, MarkVerb, RunInfo
-from ..outcome import Kind, Outcome, judge_run
-from ..protocol import RunAudit
-from ..render import github, text
-from ..render import json as json_report
-from ..rules import Allowlist
-from ..settings import Settings, write_report
+from ..markers import SESSION, MarkVerb
 from ..status import INTERNAL_ERROR, with_outcome, worse
-from ..trace import traced_syscalls
-from . import summary
+from . import statsline
 from .boundaries import Boundaries
 from .link import Link
 from .where import WhereRecorder
+
+if TYPE_CHECKING:
+    from ..model import Destination
+    from ..outcome import Outcome
+    from ..protocol import RunAudit
+    from ..rules import Allowlist
+    from ..settings import Settings
 
 
 class Reporter:
@@ -50,7 +50,7 @@ class Reporter:
         self.outcome: Outcome | None = None
         #: Why no outcome could be had (the supervisor did not answer).
         self.problem = ""
-        self.nameservers = resolvers.nameservers()
+        self.nameservers: frozenset[str] = frozenset()
 
     def pytest_report_header(self) -> list[str]:
         welcome = self.link.welcome
@@ -67,13 +67,19 @@ class Reporter:
         """Last, so that what other plugins do at the session's finish is in the report."""
         self.where.close()
         self.boundaries.mark(MarkVerb.FINISH)
+        from ..outcome import judge_run  # judging is imported when there is a run to judge
+        from ..render import github
+
         try:
             audit = self.audit = self.link.finish()
         except (OSError, ValueError, EOFError) as err:
             self.problem = f"the supervisor did not answer ({err})"
             session.exitstatus = worse(int(session.exitstatus), INTERNAL_ERROR)
-            summary.add_to_stats_line(self.config, summary.parts(None))
+            statsline.add(self.config, statsline.parts(None))
             return
+        from .. import resolvers
+
+        self.nameservers = resolvers.nameservers()
         outcome = judge_run(audit, self.allowlist, self._annotate)
         status = with_outcome(int(session.exitstatus), outcome.kind)
         if self.settings.report is not None:
@@ -82,14 +88,19 @@ class Reporter:
             outcome = self._step_summary(outcome)
         self.outcome = outcome
         session.exitstatus = with_outcome(int(session.exitstatus), outcome.kind)
-        summary.add_to_stats_line(self.config, summary.parts(outcome))
+        statsline.add(self.config, statsline.parts(outcome))
 
     def _annotate(self, destinations: Iterable[Destination]) -> Iterable[Destination]:
         """What the run knows that the trace does not: which destinations are the system's
         resolver, and the Python lines behind the calls (and behind the lookups)."""
+        from .. import resolvers
+
         return self.where.attach(resolvers.mark(destinations, self.nameservers))
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        from ..outcome import Kind
+        from ..render import github, text
+
         tr = terminalreporter
         if self.outcome is None:
             if self.problem:
@@ -143,6 +154,8 @@ class Reporter:
         return {test: os.path.relpath(root / where, workspace) for test, where in locations.items()}
 
     def _step_summary(self, outcome: Outcome) -> Outcome:
+        from ..render import github
+
         path = os.environ.get(github.ENV_SUMMARY)
         if not path:
             return outcome
@@ -154,6 +167,12 @@ class Reporter:
         return outcome
 
     def _write_report(self, outcome: Outcome, status: int) -> Outcome:
+        from .. import version
+        from ..model import RunInfo
+        from ..render import json as json_report
+        from ..settings import write_report
+        from ..trace import traced_syscalls
+
         assert self.settings.report is not None
         path = self.settings.allowlist.path
         welcome = self.link.welcome

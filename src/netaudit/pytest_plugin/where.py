@@ -22,9 +22,7 @@ is one set lookup per audit event.
 from __future__ import annotations
 
 import _socket
-import dis
 import inspect
-import ipaddress
 import os
 import site
 import socket
@@ -258,6 +256,8 @@ def target_of(family: object, address: object) -> tuple[Target, bool] | None:
     """The destination as the trace shows it, and whether it is a host name Python will
     resolve in the call; None for a family or form the audit does not name this way."""
     if family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple):
+        import ipaddress
+
         if len(address) < 2 or not isinstance(address[0], str):
             return None
         host, port = address[0].partition("%")[0], address[1]
@@ -325,6 +325,8 @@ def _lines_of(code: CodeType | None) -> range:
     """The lines a code object spans: a frame outside them cannot be running it."""
     if code is None:
         return range(0)
+    import dis
+
     lines = [line for _, line in dis.findlinestarts(code) if line is not None]
     return range(code.co_firstlineno, max(lines, default=code.co_firstlineno) + 1)
 

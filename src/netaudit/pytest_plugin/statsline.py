@@ -9,11 +9,12 @@ added to what it returns.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..outcome import Kind, Outcome
+if TYPE_CHECKING:
+    from ..outcome import Outcome
 
 #: Markup of netaudit's parts, as pytest marks "failed".
 _RED = {"red": True, "bold": True}
@@ -22,6 +23,8 @@ _RED = {"red": True, "bold": True}
 def parts(outcome: Outcome | None) -> list[str]:
     """``2 netaudit violations``, ``netaudit audit incomplete``: what the line gains;
     ``outcome`` None when the audit could not be had at all."""
+    from ..outcome import Kind
+
     if outcome is None:
         return ["netaudit audit incomplete"]
     found = []
@@ -33,7 +36,7 @@ def parts(outcome: Outcome | None) -> list[str]:
     return found
 
 
-def add_to_stats_line(config: pytest.Config, added: list[str]) -> None:
+def add(config: pytest.Config, added: list[str]) -> None:
     """From pytest_sessionfinish: pytest's last line, written after it, says ``added`` too."""
     reporter: Any = config.pluginmanager.get_plugin("terminalreporter")
     build = getattr(reporter, "build_summary_stats_line", None)
