@@ -1,12 +1,12 @@
 """netaudit's pytest plugin: ``pytest --netaudit`` runs the session under strace and fails it
 when a test reached a destination the allowlist does not allow.
 
-How it starts (docs/internals.md has the long form): the start hook (netaudit.early) has
+How it starts (docs/internals.md has the long form): the start hook (netaudit_start) has
 usually put the whole pytest process under strace before pytest imported anything, with a
 supervisor that is not a pytest process; where it did not, this plugin supervises from its
 first hook (fallback.py). In the traced session (and in its xdist workers, and in any
-``pytest --netaudit`` a test runs) a run object marks each test's start in the trace, and at the
-end asks the supervisor for its run's part, judges it and reports it.
+``pytest --netaudit`` a test runs) the objects roles.py registers mark each test's start in the
+trace, and at the end ask the supervisor for the run's part, judge it and report it.
 
 Hooks only, and thin: nothing of the engine is imported until the audit is on, so a session
 that does not audit pays for this module alone.

@@ -1,4 +1,4 @@
-"""The plugin's own start, where the start hook (netaudit.early) did not act: a
+"""The plugin's own start, where the start hook (netaudit_start) did not act: a
 ``pytest.main()`` host, an environment without the .pth file, or a command line the hook could
 not read for sure.
 

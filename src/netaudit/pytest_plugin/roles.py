@@ -39,7 +39,8 @@ def start(config: pytest.Config, token: str | None, top_run: str | None) -> None
     settings, allowlist = found or options.settings(config, config.option, project)
     link = Link(role, settings.to_wire())
     config.add_cleanup(link.close)
-    _check_trace(link, settings.names, settings.io_uring)
+    if top_run is not None:  # a nested run shares its parent's trace, as it was started
+        _check_trace(link, settings.names, settings.io_uring)
     where = WhereRecorder(config.rootpath)
     config.add_cleanup(where.close)
     boundaries = Boundaries(link, where, link.welcome.strace_cpu)
