@@ -20,8 +20,8 @@ __all__ = [
 #: the plugin can read them without importing anything else.
 ENV_SUPERVISOR = "NETAUDIT_SUPERVISOR"
 ENV_RUN = "NETAUDIT_RUN"
-#: Set by the start hook for the pytest it runs again unaudited (strace cannot trace here, and
-#: only ``enabled = true`` asked for the audit): it has said so already.
+#: Set for a pytest that runs unaudited (strace cannot trace here, and only ``enabled = true``
+#: asked for the audit), and its children: the warning has been given already.
 ENV_UNAUDITED = "NETAUDIT_UNAUDITED"
 #: What every error that stops an audited pytest session ends with: how to run it anyway.
 HOW_TO_SKIP = "to run the tests without the audit, pass --no-netaudit"

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import enum
 
-#: What every error that stops an audited pytest session ends with: how to run it anyway.
-HOW_TO_SKIP = "to run the tests without the audit, pass --no-netaudit"
-
 
 class ExitCode(enum.IntEnum):
     """netaudit's own exit statuses, for every command and the pytest plugin."""

@@ -456,14 +456,15 @@ def without_strace(tmp: Path, **extra: str) -> dict[str, str]:
     return {**env, "PATH": str(tmp / "no-strace-here"), **extra}
 
 
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["session", "xdist"])
 @pytest.mark.parametrize("early", ["1", "0"], ids=["start-hook", "plugin"])
 def test_enabled_true_where_strace_cannot_trace_warns_once_and_runs_unaudited(
-    pytester: pytest.Pytester, early: str
+    pytester: pytest.Pytester, early: str, workers: list[str]
 ) -> None:
     pytester.makepyfile(test_egress=SUITE)
     pytester.makepyprojecttoml("[tool.netaudit]\nenabled = true\n")
     env = without_strace(pytester.path, NETAUDIT_EARLY_START=early)
-    result = pytest_run(cwd=pytester.path, env=env)
+    result = pytest_run(*workers, cwd=pytester.path, env=env)
     assert result.ret == 0, lines_of(result)
     warnings = [line for line in result.errlines if line.startswith("netaudit: warning: ")]
     assert len(warnings) == 1, lines_of(result)

@@ -42,7 +42,9 @@ def pytest_load_initial_conftests(
     from . import guard
 
     namespace = early_config.known_args_namespace
-    said = os.environ.pop(ENV_UNAUDITED, None) is not None  # the start hook's word: this process
+    # Kept for the session's children (xdist workers), which then skip as quietly; one that
+    # asks with --netaudit (a nested run) is not lenient, and still fails closed.
+    said = ENV_UNAUDITED in os.environ
     guard.check_values(early_config)
     project = options.project_config(early_config)
     wanted = options.enabled(namespace, project)
@@ -67,6 +69,7 @@ def pytest_load_initial_conftests(
         settings, _ = options.settings(early_config, namespace, project)
         status = fallback.supervise(early_config, settings, lenient)
         if status is None:
+            os.environ[ENV_UNAUDITED] = "1"
             early_config.stash[_UNAUDITED] = True
             return (yield)
         early_config.stash[_STATUS] = status
