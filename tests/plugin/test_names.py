@@ -14,16 +14,11 @@ import pytest
 
 from netaudit.rules import RESOLVED
 from tests.fakedns import FakeDns
+from tests.integration.test_names_run import row
 from tests.netns import tool
 from tests.runner import pytest_run
 
 pytestmark = pytest.mark.strace
-
-
-def row(label: str, rest: str) -> str:
-    """A verbose table row for an AF_INET address too long for its column: the row goes on
-    below it, in the same columns."""
-    return f"AF_INET      {label}\n{'':<42} {rest}"
 
 
 SUITE = """
@@ -78,11 +73,16 @@ def test_names_in_every_report_and_host_rules_under_pytest(
     table = out[
         out.index("[test_lookups.py::test_resolve_only]") : out.index("[test_lookups.py::test_api]")
     ]
-    assert row("192.0.2.10:443 (api.example.test)", f"RESOLVED   {RESOLVED}") in table
-    assert row("127.0.0.1:53 DNS A api.example.test", "OK         loopback (IPv4)") in table
+    assert row("AF_INET", "192.0.2.10:443 (api.example.test)", f"RESOLVED   {RESOLVED}") in table
+    assert (
+        row("AF_INET", "127.0.0.1:53 DNS A api.example.test", "OK         loopback (IPv4)") in table
+    )
     assert "VIOLATION" not in table
-    assert row("192.0.2.10:443 (api.example.test)", "OK         host api.example.test:443") in out
-    assert row("203.0.113.62:443 (bucket2.s3.example.test)", "OK         buckets") in out
+    assert (
+        row("AF_INET", "192.0.2.10:443 (api.example.test)", "OK         host api.example.test:443")
+        in out
+    )
+    assert row("AF_INET", "203.0.113.62:443 (bucket2.s3.example.test)", "OK         buckets") in out
     # The violations: only the name-less address, and the name no rule allows.
     block = out[out.index("netaudit: 2 violations detected") :]
     assert "  [test_lookups.py::test_shop]" in block

@@ -341,3 +341,10 @@ def test_findings_are_grouped_one_line_per_kind_with_tests_programs_and_remedy()
     assert text.findings_lines([Finding(HazardKind.IO_URING, 7, "app")])[0].startswith(
         "netaudit: audit incomplete: io_uring used by pid 7 (app): "
     )
+
+
+def test_a_parameter_holding_double_colons_does_not_hide_the_tests_own_frame() -> None:
+    test = "tests/t.py::test_x[a :: b]"
+    d = dataclasses.replace(dest(test, "192.0.2.1", 80), where=("tests/t.py:5 in test_x",))
+    block = violations_block(AuditResult((d,)), {test: "tests/t.py:3"})
+    assert "defined at" not in block

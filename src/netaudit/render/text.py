@@ -158,7 +158,7 @@ def test_heading(
 def _frame_shown(test: str, where: str, group: Iterable[Destination]) -> bool:
     """Whether an ``at`` line names a line of the test function in its file."""
     path = where.rpartition(":")[0]
-    function = test.rpartition("::")[2].partition("[")[0]
+    function = test.partition("[")[0].rpartition("::")[2]  # parameters may hold "::"
     return any(
         site.startswith(f"{path}:") and f" in {function}" in site.partition(" > ")[0]
         for d in group
