@@ -25,10 +25,11 @@ from typing import NoReturn, TextIO
 from . import IO_URING_CHOICES, triage, version
 from .audit import audit_lines, audit_log
 from .errors import ConfigError, ExitCode, InputError, NetauditError, TraceError
+from .markers import SESSION
 from .model import AuditResult, RunInfo
 from .render import github, text
 from .render import json as json_report
-from .rules import DEFAULT
+from .rules import DEFAULT, Allowlist, Rule
 from .settings import Settings, resolve, write_report
 from .trace import TracedRun, find_tracer, tampered, traced_syscalls
 
@@ -373,7 +374,29 @@ def _check(args: argparse.Namespace) -> int:
             f"is expected, then drop {triage.REVIEW_PREFIX.strip()!r} from its name",
             file=sys.stderr,
         )
+    for rule, scope, folder in _scopes_naming_nothing(allowlist, choice.path):
+        print(
+            f"netaudit: warning: {rule.source}:{rule.line}: tests: {scope!r} names no file or "
+            f"folder under {folder} (nodeids are relative to pytest's rootdir): it would match "
+            "no test",
+            file=sys.stderr,
+        )
     return ExitCode.OK
+
+
+def _scopes_naming_nothing(allowlist: Allowlist, path: Path | None) -> list[tuple[Rule, str, Path]]:
+    """``tests`` scopes written as a path (no wildcard) whose file or folder is neither beside
+    the allowlist nor in the current directory: a typo that pytest would never match."""
+    folders = [Path.cwd()] + ([path.parent] if path is not None else [])
+    found = []
+    for rule in allowlist.scoped():
+        for scope in rule.tests:
+            named = scope.partition("::")[0].rstrip("/")
+            if not named or scope == SESSION or any(c in named for c in "*?["):
+                continue
+            if not any((folder / named).exists() for folder in folders):
+                found.append((rule, scope, folders[-1]))
+    return found
 
 
 def _schema(args: argparse.Namespace) -> int:
