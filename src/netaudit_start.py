@@ -33,6 +33,9 @@ from pathlib import Path
 #: protocol.ENV_SUPERVISOR: set in a traced session's environment (its value is a secret token).
 ENV_SUPERVISOR = "NETAUDIT_SUPERVISOR"
 
+#: netaudit.ENV_UNAUDITED: the pytest this hook runs again unaudited, having said why.
+ENV_UNAUDITED = "NETAUDIT_UNAUDITED"
+
 #: Set to 0 to switch the hook off (the plugin then supervises from inside pytest).
 ENV_EARLY = "NETAUDIT_EARLY_START"
 _PYTEST = ("pytest", "py.test")
@@ -76,7 +79,10 @@ class Plan:
     """How to trace the session: what strace needs before the session can say it."""
 
     names: bool = False
-    io_uring: str = "report"
+    io_uring: str = "deny"  # netaudit.IO_URING_DEFAULT
+    #: What asked for the audit when the run may go on unaudited where strace cannot trace
+    #: (only ``enabled = true``, outside CI: pytest_plugin.options.lenient); "" otherwise.
+    lenient: str = ""
     #: Where to keep the raw trace (an absolute path), when asked to.
     keep_trace: str | None = None
 
@@ -91,7 +97,9 @@ def start() -> None:
     if _started:  # a .pth may be read twice (lib and lib64 are one folder in a venv)
         return
     _started = True
-    if ENV_SUPERVISOR in os.environ or os.environ.get(ENV_EARLY) == "0":
+    if ENV_SUPERVISOR in os.environ or ENV_UNAUDITED in os.environ:
+        return
+    if os.environ.get(ENV_EARLY) == "0":
         return
     if not sys.platform.startswith("linux"):
         return
@@ -153,10 +161,12 @@ def decide(args: Sequence[str], env: Mapping[str, str], cwd: Path) -> Plan | Non
             raise _Unsure("a --netaudit-* value moves pytest's rootdir")  # the plugin refuses
         ini = _pytest_section(found[0]) if found[0] is not None else {}
         project = _tool_netaudit(found[1]) if found[1] is not None else {}
+        in_ci = env.get("CI", "").lower() in ("true", "1", "yes")
+        origin = "" if in_ci else f"enabled = true in {found[1]}"
         kept = project.get("keep_trace")  # relative to its pyproject.toml, as in settings
         base = found[1].parent if found[1] is not None and isinstance(kept, str) else None
         keep = str((base / kept).resolve()) if base is not None and isinstance(kept, str) else None
-        return _plan([*_addopts(ini or {}), *given], project, keep, cwd)
+        return _plan([*_addopts(ini or {}), *given], project, origin, keep, cwd)
     except _Unsure:
         return None
 
@@ -273,11 +283,17 @@ def _addopts(ini: Mapping[str, object]) -> list[str]:
 
 
 def _plan(
-    tokens: Sequence[str], project: Mapping[str, object], keep: str | None, cwd: Path
+    tokens: Sequence[str],
+    project: Mapping[str, object],
+    origin: str = "",
+    keep: str | None = None,
+    cwd: Path | None = None,
 ) -> Plan | None:
+    """``origin``: what asked for the audit if only ``enabled = true`` does (see Plan);
+    ``keep``: the trace to keep that [tool.netaudit] names, which a flag overrides."""
     flag = opted_out = False
     names = project.get("names") is True
-    io_uring = project.get("io_uring", "report")
+    io_uring = project.get("io_uring", Plan.io_uring)
     for i, token in enumerate(tokens):
         following = tokens[i + 1] if i + 1 < len(tokens) else ""
         option, _, value = token.partition("=")
@@ -296,30 +312,41 @@ def _plan(
         elif option == "--netaudit-io-uring":
             io_uring = value or following
         elif option == "--netaudit-keep-trace" and (value or following):
-            keep = str((cwd / (value or following)).resolve())  # as the plugin resolves it
+            keep = str(((cwd or Path.cwd()) / (value or following)).resolve())  # as the plugin does
     if opted_out or not (flag or project.get("enabled") is True):
         return None
     if io_uring not in ("report", "deny"):
         raise _Unsure("io_uring")  # the plugin says what is wrong with it
-    return Plan(names=names, io_uring=str(io_uring), keep_trace=keep)
+    return Plan(
+        names=names, io_uring=str(io_uring), lenient="" if flag else origin, keep_trace=keep
+    )
 
 
 def _supervise(argv: Sequence[str], plan: Plan) -> None:
     """Runs the same command under strace and exits with the session's status. Whatever
-    happens, this process never goes on to run pytest itself, untraced."""
+    happens, this process never goes on to run pytest itself, untraced.
+
+    Where strace cannot trace and the plan is lenient, the command is run again unaudited
+    instead (an exec, with ENV_UNAUDITED: a fresh interpreter, in which no module of netaudit
+    was imported before pytest could mark it for assertion rewriting).
+    """
     status = 3
+    command = [sys.executable, *argv[1:]]
+    unaudited = False
     try:
         from netaudit.launch import run_session
 
-        command = [sys.executable, *argv[1:]]
-        status = run_session(
+        found = run_session(
             command,
             cwd=os.getcwd(),
             env=os.environ,
             names=plan.names,
             io_uring=plan.io_uring,
+            lenient=plan.lenient,
             keep_trace=plan.keep_trace,
         )
+        unaudited = found is None
+        status = 3 if found is None else found
     except KeyboardInterrupt:
         status = 130
     except BaseException as exc:
@@ -328,4 +355,8 @@ def _supervise(argv: Sequence[str], plan: Plan) -> None:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
+        if unaudited:
+            os.environ[ENV_UNAUDITED] = "1"
+            with contextlib.suppress(OSError):
+                os.execv(sys.executable, command)
         os._exit(status)

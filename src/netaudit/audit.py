@@ -302,7 +302,7 @@ def _record(key: _Stored, value: _Value) -> spill.Record:
     _, count, time, pids, programs, syscalls, socks, results, names = value
     return (test, family, address, port, scope, raw, None, "", count, _several(pids),
             _several(programs), _several(syscalls), _results(results, count), _socks(socks),
-            after_test, time, names, ())  # fmt: skip
+            after_test, time, names, (), False)  # fmt: skip
 
 
 @overload

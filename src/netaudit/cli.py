@@ -25,11 +25,12 @@ from typing import NoReturn, TextIO
 from . import IO_URING_CHOICES, triage, version
 from .audit import audit_lines, audit_log
 from .errors import ConfigError, ExitCode, InputError, NetauditError, TraceError
+from .markers import SESSION
 from .model import AuditResult, RunInfo
 from .render import github, text
 from .render import json as json_report
-from .rules import DEFAULT
-from .settings import Settings, resolve
+from .rules import DEFAULT, Allowlist, Rule
+from .settings import Settings, resolve, write_report
 from .trace import TracedRun, find_tracer, tampered, traced_syscalls
 
 #: What `--report -` names: the JSON report on standard output.
@@ -115,9 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--io-uring",
         choices=IO_URING_CHOICES,
         default=None,
-        help="report: io_uring use fails the audit (its connects are invisible to strace); "
-        "deny: io_uring_setup fails with ENOSYS, so programs fall back to plain sockets "
-        "(default: [tool.netaudit] io_uring, else report)",
+        help="deny: io_uring_setup fails with ENOSYS, so programs fall back to plain sockets; "
+        "report: io_uring use fails the audit (its connects are invisible to strace) "
+        "(default: [tool.netaudit] io_uring, else deny)",
     )
     run.add_argument(
         "--keep-trace",
@@ -387,7 +388,29 @@ def _check(args: argparse.Namespace) -> int:
             f"is expected, then drop {triage.REVIEW_PREFIX.strip()!r} from its name",
             file=sys.stderr,
         )
+    for rule, scope, folder in _scopes_naming_nothing(allowlist, choice.path):
+        print(
+            f"netaudit: warning: {rule.source}:{rule.line}: tests: {scope!r} names no file or "
+            f"folder under {folder} (nodeids are relative to pytest's rootdir): it would match "
+            "no test",
+            file=sys.stderr,
+        )
     return ExitCode.OK
+
+
+def _scopes_naming_nothing(allowlist: Allowlist, path: Path | None) -> list[tuple[Rule, str, Path]]:
+    """``tests`` scopes written as a path (no wildcard) whose file or folder is neither beside
+    the allowlist nor in the current directory: a typo that pytest would never match."""
+    folders = [Path.cwd()] + ([path.parent] if path is not None else [])
+    found = []
+    for rule in allowlist.scoped():
+        for scope in rule.tests:
+            named = scope.partition("::")[0].rstrip("/")
+            if not named or scope == SESSION or any(c in named for c in "*?["):
+                continue
+            if not any((folder / named).exists() for folder in folders):
+                found.append((rule, scope, folders[-1]))
+    return found
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -532,8 +555,7 @@ def _emit(out: _Output, settings: Settings, result: AuditResult, run: RunInfo) -
         sys.stdout.flush()
     if settings.report is not None:
         try:
-            with open(settings.report, "w", encoding="utf-8") as report:
-                json_report.write_json(result, run, report)
+            write_report(settings.report, lambda file: json_report.write_json(result, run, file))
         except OSError as err:
             raise ConfigError(
                 f"cannot write the report: {err.strerror}", str(settings.report)

@@ -271,6 +271,9 @@ class Destination:
     first_time: float | None = None
     names: tuple[str, ...] = ()
     where: tuple[str, ...] = ()
+    #: A nameserver of the system's resolver (/etc/resolv.conf) on port 53: every lookup of a
+    #: name goes there, so allowing it lets a test look up any name (resolvers.py).
+    resolver: bool = False
 
     @property
     def kind(self) -> str:

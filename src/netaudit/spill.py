@@ -51,7 +51,8 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 #: A destination as stored: test, family (None: unparsed), address, port, scope, raw, rule,
-#: by, count, pids, programs, syscalls, results, socks, after_test, first_time, names, where.
+#: by, count, pids, programs, syscalls, results, socks, after_test, first_time, names, where,
+#: resolver.
 Record = tuple[Any, ...]
 _RULE = 6
 
@@ -421,13 +422,14 @@ def record(d: Destination) -> Record:
         d.first_time,
         d.names,
         d.where,
+        d.resolver,
     )
 
 
 class _Builder:
     """Destinations from stored records, with one Verdict object per rule and by.
 
-    Destination is a frozen dataclass of 14 fields: its ``__init__`` sets each through
+    Destination is a frozen dataclass of 15 fields: its ``__init__`` sets each through
     ``object.__setattr__`` and costs 4.4 us where this costs 1.5 (a report of 250,000
     destinations is read two or three times). The fields are the dataclass's own, in order;
     a test checks that both build equal values.
@@ -438,7 +440,7 @@ class _Builder:
 
     def __call__(self, r: Record) -> Destination:
         (test, family, address, port, scope, raw, rule, by, count, pids, programs, syscalls,
-         results, socks, after_test, first_time, names, where) = r  # fmt: skip
+         results, socks, after_test, first_time, names, where, resolver) = r  # fmt: skip
         verdict = self._verdicts.get((rule, by))
         if verdict is None:
             verdict = self._verdicts[(rule, by)] = Verdict(rule, by)
@@ -448,6 +450,7 @@ class _Builder:
             test=test, endpoint=endpoint, raw=raw, verdict=verdict, count=count, pids=pids,
             programs=programs, syscalls=syscalls, results=results, socks=socks,
             after_test=after_test, first_time=first_time, names=names, where=where,
+            resolver=resolver,
         )  # fmt: skip
         return d
 

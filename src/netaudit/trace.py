@@ -363,6 +363,7 @@ class TracedRun:
             return
         target = os.fspath(self.keep)
         try:
+            os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
             try:
                 os.replace(log, target)
             except OSError:  # another file system: copied, then removed with the dir

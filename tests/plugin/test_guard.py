@@ -43,7 +43,8 @@ def test_a_value_given_apart_that_moves_the_rootdir_is_refused_with_the_equals_f
     assert result.ret == pytest.ExitCode.USAGE_ERROR, lines_of(result)
     result.stderr.fnmatch_lines(
         [f"ERROR: netaudit: pytest took the value of --netaudit-report ({report}) as a path of "
-         f"tests, which moves its rootdir*write --netaudit-report={report}"]
+         f"tests, which moves its rootdir*write --netaudit-report={report}; to run the tests "
+         "without the audit, pass --no-netaudit"]
     )  # fmt: skip
     assert json.loads(report.read_text()) == {}  # nothing ran: the old report stands
 

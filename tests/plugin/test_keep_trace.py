@@ -50,13 +50,14 @@ def test_a_kept_trace_replays_to_the_verdicts_of_the_session(pytester: pytest.Py
     assert {d["rule"] for d in session["destinations"]} >= {None, "loopback (IPv4)"}
 
 
-def test_the_flag_names_the_file_and_a_folder_that_is_missing_is_a_usage_error(
+def test_the_flag_names_the_file_and_one_that_cannot_be_written_is_a_usage_error(
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makepyfile(test_egress=SUITE)
-    result = pytest_run("--netaudit", "--netaudit-keep-trace=gone/t.log", cwd=pytester.path)
+    (pytester.path / "blocked").write_text("a file where a folder would be")
+    result = pytest_run("--netaudit", "--netaudit-keep-trace=blocked/t.log", cwd=pytester.path)
     assert result.ret == 4, result.outlines + result.errlines
-    assert "the keep trace's folder does not exist" in "\n".join(result.errlines)
+    assert "so the keep trace's folder cannot be made there" in "\n".join(result.errlines)
     result = pytest_run("--netaudit", "--netaudit-keep-trace=t.log", cwd=pytester.path)
     assert result.ret == 1, result.outlines + result.errlines
     assert (pytester.path / "t.log").read_text().count("192.0.2.10") == 2

@@ -142,6 +142,7 @@ DESTINATIONS = st.builds(
     first_time=st.one_of(st.none(), st.floats(allow_nan=False)),
     names=TEXTS,
     where=TEXTS,
+    resolver=st.booleans(),
 )
 
 

@@ -292,7 +292,7 @@ WRITES_A_LOG = 'for a; do case "$a" in */trace.log) log="$a";; esac; done; echo 
 
 
 def test_the_log_is_kept_where_asked_and_the_private_dir_still_goes(tmp_path: Path) -> None:
-    kept = tmp_path / "kept.log"
+    kept = tmp_path / "made" / "kept.log"  # missing folders are made
     with TracedRun(fake_tracer(tmp_path, WRITES_A_LOG), keep=kept) as traced:
         assert traced.run(["true"]) == 0
         folder = os.path.dirname(traced.log_path)
@@ -313,7 +313,8 @@ def test_the_log_is_kept_when_the_run_fails_too(tmp_path: Path) -> None:
 def test_a_trace_that_cannot_be_kept_is_said_and_the_private_dir_still_goes(
     tmp_path: Path,
 ) -> None:
-    with TracedRun(fake_tracer(tmp_path, WRITES_A_LOG), keep=tmp_path / "no" / "k.log") as traced:
+    (tmp_path / "file").write_text("not a folder")
+    with TracedRun(fake_tracer(tmp_path, WRITES_A_LOG), keep=tmp_path / "file" / "k.log") as traced:
         traced.run(["true"])
         folder = os.path.dirname(traced.log_path)
     assert traced.kept is None

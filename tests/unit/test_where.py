@@ -7,6 +7,7 @@ loopback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import marshal
@@ -237,7 +238,7 @@ def test_reports_show_where_below_each_destination() -> None:
     block = text.violations_block(result).splitlines()
     assert block[5:8] == [
         "    AF_INET 192.0.2.9:443 (count=1, pids=[12345])",
-        "      by python3: connect -> 0",
+        "      by python3: connect -> connected",
         f"      at {site}",
     ]
     table = text.verbose_table(result.destinations).splitlines()
@@ -308,3 +309,26 @@ def test_a_process_records_sites_for_at_most_max_destinations(
     assert [bool(sites(recorder, NODE, "127.0.0.1", port)) for port in range(1, 6)] == [
         True, True, True, False, False
     ]  # fmt: skip
+
+
+def test_a_lookups_lines_go_to_the_system_resolvers_destination(recorder: WhereRecorder) -> None:
+    def test_lookup() -> None:
+        with contextlib.suppress(OSError):
+            socket.getaddrinfo("127.0.0.1", 80)  # a lookup (numeric: no query is sent)
+
+    recorder.begin(NODE, test_lookup)
+    test_lookup()
+    recorder.end()
+    resolver = replace(dest(NODE, "10.255.255.53", 53), resolver=True)
+    other = dest(NODE, "192.0.2.1", 53)  # not the resolver: the lookup is not its line
+    attached = list(recorder.attach([resolver, other]))
+    line = line_of('socket.getaddrinfo("127.0.0.1", 80)')
+    assert attached[0].where == (f"tests/unit/test_where.py:{line} in test_lookup",)
+    assert attached[1].where == ()
+    exported = recorder.export()
+    into = WhereRecorder(ROOT)
+    try:
+        into.add(exported)  # an xdist worker's lookups reach its controller too
+        assert next(iter(into.attach([resolver]))).where == attached[0].where
+    finally:
+        into.close()

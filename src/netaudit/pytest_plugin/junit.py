@@ -6,6 +6,10 @@ judges it; each violation becomes a property of the test's teardown report
 would. With ``--netaudit-junit-failures`` the test's call phase also fails, with the violations
 as its failure text, so the terminal, ``--lf`` and the JUnit file all name the test.
 
+What the test did that made the audit incomplete (io_uring used with ``io_uring = "report"``,
+an untraced child...) is recorded too, as a property and as an error of the test's teardown,
+so that a dashboard that reads the file cannot show the run green.
+
 A call a test's daemon makes after the test ended is in the session's report, not on the
 test case: the case was written when the test ended.
 """
@@ -22,10 +26,13 @@ from .boundaries import Boundaries
 from .link import Link
 
 if TYPE_CHECKING:
+    from ..outcome import Outcome
     from ..rules import Allowlist
 
 #: The property each violation becomes, one per (test, destination).
 PROPERTY = "netaudit_violation"
+#: The property each kind of finding that made the audit incomplete becomes.
+INCOMPLETE = "netaudit_incomplete"
 
 
 def wanted(config: pytest.Config) -> bool:
@@ -44,6 +51,7 @@ class Verdicts:
         self.boundaries = boundaries
         self.allowlist = allowlist
         self.failures = failures
+        self.nameservers: frozenset[str] | None = None
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -51,7 +59,7 @@ class Verdicts:
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         if call.when == "call" and self.failures and report.passed:
-            lines, count = self._violations(item)
+            lines, count = _violations(self._outcome(item))
             if lines:
                 report.outcome = "failed"
                 noun = "destination" if count == 1 else "destinations"
@@ -59,26 +67,49 @@ class Verdicts:
                     f"  {line}" for line in lines
                 )
         elif call.when == "teardown":
-            for line in self._violations(item)[0]:
+            outcome = self._outcome(item)
+            for line in _violations(outcome)[0]:
                 report.user_properties.append((PROPERTY, line))
+            from ..render.text import findings_lines
+
+            incomplete = findings_lines(outcome.result.findings) if outcome else []
+            for line in incomplete:
+                report.user_properties.append((INCOMPLETE, line))
+            if incomplete and report.passed:
+                # An error of the test's teardown: a JUnit dashboard cannot show it green.
+                report.outcome = "failed"
+                report.longrepr = "\n".join(incomplete)
         return report
 
-    def _violations(self, item: pytest.Item) -> tuple[list[str], int]:
-        """The test's violations (at most MAX_PER_TEST, then a line that counts the rest),
-        and how many there are."""
+    def _outcome(self, item: pytest.Item) -> Outcome | None:
+        from .. import resolvers
         from ..outcome import judge_run
-        from ..render.text import IN_JSON, MAX_PER_TEST, evidence_line, violation_line
 
         test = self.boundaries.tests.get(item.nodeid)
         if test is None:
-            return [], 0
+            return None
         try:
             audit = self.link.ask(test)
         except (OSError, ValueError, EOFError):
-            return [], 0  # the session's own report says the audit is incomplete
-        violations = judge_run(audit, self.allowlist).result.violations
-        listed = itertools.islice(violations, MAX_PER_TEST)
-        lines = [f"{violation_line(d)}; {evidence_line(d)}" for d in listed]
-        if len(violations) > MAX_PER_TEST:
-            lines.append(f"and {len(violations) - MAX_PER_TEST} more; {IN_JSON}")
-        return lines, len(violations)
+            return None  # the session's own report says the audit is incomplete
+        if self.nameservers is None:
+            self.nameservers = resolvers.nameservers()
+        servers = self.nameservers
+        return judge_run(audit, self.allowlist, lambda found: resolvers.mark(found, servers))
+
+
+def _violations(outcome: Outcome | None) -> tuple[list[str], int]:
+    """The test's violations (at most MAX_PER_TEST, then a line that counts the rest), and
+    how many there are."""
+    if outcome is None:
+        return [], 0
+    from ..render.text import IN_JSON, MAX_PER_TEST, evidence_line, violation_line
+
+    violations = outcome.result.violations
+    lines = [
+        f"{violation_line(d)}; {evidence_line(d)}"
+        for d in itertools.islice(violations, MAX_PER_TEST)
+    ]
+    if len(violations) > MAX_PER_TEST:
+        lines.append(f"and {len(violations) - MAX_PER_TEST} more; {IN_JSON}")
+    return lines, len(violations)

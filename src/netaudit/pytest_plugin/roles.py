@@ -65,8 +65,8 @@ def _check_trace(link: Link, names: bool, io_uring: str) -> None:
     welcome = link.welcome
     if (names and not welcome.names) or io_uring != welcome.io_uring:
         link.close()
-        raise pytest.UsageError(
-            "netaudit: this session's strace was started with "
+        raise options.usage_error(
+            "this session's strace was started with "
             f"names={welcome.names}, io_uring={welcome.io_uring!r}, but its settings say "
             f"names={names}, io_uring={io_uring!r}: the start hook read the configuration "
             "differently from pytest; run with NETAUDIT_EARLY_START=0, and please report this"

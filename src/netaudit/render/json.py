@@ -113,6 +113,7 @@ def _destination(d: Destination, location: str | None = None) -> dict[str, Any]:
         "after_test": d.after_test,
         "first_time": d.first_time,
         "kind": d.kind,
+        "system_resolver": d.resolver,
         "names": list(d.names),
         "query": None if query is None else {"type": query[0], "name": query[1]},
         "where": list(d.where),
