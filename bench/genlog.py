@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import sys
+from typing import TextIO
 
 FORMS = [
     'connect({fd}, {{sa_family=AF_INET, sin_port=htons({port}), sin_addr=inet_addr("127.0.0.1")}}, 16) = -1 ECONNREFUSED (Connection refused)',
@@ -36,6 +37,19 @@ def stamp(t: float, clock: bool) -> str:
     return f"{int(seconds // 3600):02d}:{int(seconds % 3600 // 60):02d}:{seconds % 60:09.6f}"
 
 
+def spawn(out: TextIO, rng: random.Random, live: list[int], child: int, when: str) -> bool:
+    """A new thread or child of a live task, as strace shows it; True for a child."""
+    parent = rng.choice(live)
+    thread = rng.random() < 0.5
+    flags = "CLONE_VM|CLONE_THREAD|CLONE_SETTLS" if thread else "CLONE_CHILD_SETTID|SIGCHLD"
+    out.write(
+        f"{parent}  {when} clone(child_stack=NULL, flags={flags}, child_tidptr=0x7f) = {child}\n"
+    )
+    out.write(f"{child}  {when} set_robust_list(0x7f66, 24) = 0\n")
+    live.append(child)
+    return not thread
+
+
 def main() -> None:
     events, path = int(sys.argv[1]), sys.argv[2]
     connect_only = "--connect" in sys.argv[3:]
@@ -51,18 +65,8 @@ def main() -> None:
         for i in range(events):
             t += 0.000137
             if i % 500 == 0:
-                parent = rng.choice(live)
                 child = 4001 + i // 500
-                thread = rng.random() < 0.5
-                flags = (
-                    "CLONE_VM|CLONE_THREAD|CLONE_SETTLS" if thread else "CLONE_CHILD_SETTID|SIGCHLD"
-                )
-                out.write(
-                    f"{parent}  {stamp(t, connect_only)} clone(child_stack=NULL, flags={flags}, child_tidptr=0x7f) = {child}\n"
-                )
-                out.write(f"{child}  {stamp(t, connect_only)} set_robust_list(0x7f66, 24) = 0\n")
-                live.append(child)
-                if not thread and rng.random() < 0.5:
+                if spawn(out, rng, live, child, stamp(t, connect_only)) and rng.random() < 0.5:
                     out.write(
                         f'{child}  {stamp(t, connect_only)} execve("/usr/bin/curl", ["curl", "-s"], 0x7ffe /* 35 vars */) = 0\n'
                     )

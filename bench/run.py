@@ -11,9 +11,11 @@ one time. Every suite runs inside a private network namespace (``unshare -n``, o
 nothing any of them does can leave the machine. Sections:
 
   synthetic, syscall, threadfork, send   generated suites (bench/suites.py)
+  scan        a generated suite of 250,000 distinct destinations: the live fold at scale
   urllib3, trio, trio-n2                 real suites from PyPI sdists (bench/real.py)
   latency     from the end of the last test to the report, for a 10,000-event run
-  analysis    ``netaudit analyze`` of 1,000,000 events: time and peak memory
+  analysis    ``netaudit analyze`` of 1,000,000 events, few destinations (bench/genlog.py)
+              and about 260,000 (bench/genscan.py): time and peak memory
   commands    ``netaudit run`` on plain commands (not in the default set)
 """
 
@@ -53,6 +55,7 @@ GENERATED = {
     "syscall": "syscall-heavy: 100 tests x 2,000 stat+read",
     "threadfork": "thread/fork-heavy: 100 tests x (2 threads, fork, subprocess)",
     "send": "send-heavy: 20,000 loopback round trips",
+    "scan": "scan: 250,000 UDP connects, each to a destination of its own",
 }
 REAL = {"urllib3": ("urllib3", []), "trio": ("trio", []), "trio-n2": ("trio", ["-n", "2"])}
 DEFAULT = (*GENERATED, *REAL, "latency", "analysis")
@@ -135,20 +138,28 @@ def alternate(
     return results
 
 
-def table(title: str, results: dict[str, list[tuple[float, float, int]]]) -> None:
+def table(
+    title: str,
+    results: dict[str, list[tuple[float, float, int]]],
+    runs: dict[str, list[str]] | None = None,
+) -> None:
+    """Medians and ratios; with ``runs`` (the command lines), the peak RSS of each variant's
+    process tree too (the largest process: for ours, the supervisor or the traced pytest)."""
     medians = {name: statistics.median(t for t, _, _ in runs) for name, runs in results.items()}
     cpu = {name: statistics.median(c for _, c, _ in runs) for name, runs in results.items()}
     print(f"\n{title}", flush=True)
+    rss = f" {'peak RSS':>9}" if runs else ""
     print(f"  {'variant':<20} {'median':>9} {'vs untraced':>12} {'vs floor':>9} "
-          f"{'vs ' + PEER:>17} {'CPU':>8} {'CPU vs untraced':>16} {'exit':>6}")  # fmt: skip
+          f"{'vs ' + PEER:>17} {'CPU':>8} {'CPU vs untraced':>16} {'exit':>6}{rss}")  # fmt: skip
     for name, median in medians.items():
         cols = [f"{median / medians[base]:.3f}x" if base in medians else "-"
                 for base in (UNTRACED, FLOOR, PEER)]  # fmt: skip
         seen = sorted({rc for _, _, rc in results[name]})
         codes = ",".join("timeout" if c == TIMED_OUT else str(c) for c in seen)
+        peak = f" {PEAK_RSS[tuple(runs[name])] / 1024:>7.0f}MB" if runs else ""
         print(
             f"  {name:<20} {median:>8.3f}s {cols[0]:>12} {cols[1]:>9} {cols[2]:>17} "
-            f"{cpu[name]:>7.2f}s {cpu[name] / cpu[UNTRACED]:>15.3f}x {codes:>6}"
+            f"{cpu[name]:>7.2f}s {cpu[name] / cpu[UNTRACED]:>15.3f}x {codes:>6}{peak}"
         )
     sys.stdout.flush()
 
@@ -160,7 +171,7 @@ def run_generated(
     make = suites.GENERATED[title]
     folder = make(scratch / key)
     runs = pytest_variants(sys.executable, peer, [str(folder)], str(scratch / "floor.log"), names)
-    table(f"{title} ({rounds} rounds)", alternate(runs, rounds, str(folder)))
+    table(f"{title} ({rounds} rounds)", alternate(runs, rounds, str(folder)), runs)
     shutil.rmtree(folder)
 
 
@@ -205,16 +216,19 @@ def run_latency(rounds: int, peer: str | None, scratch: Path) -> None:
 
 
 def run_analysis(events: int, rounds: int, peer: Path | None, scratch: Path) -> None:
-    logs: dict[str, tuple[list[str], dict[str, Path | None]]] = {
-        "every kind of call, -ttt": ([], {"netaudit analyze": BIN / "netaudit"}),
-        "successful connects, -tt (the form 0.6.1 reads)": (
-            ["--connect"],
-            {"netaudit analyze": BIN / "netaudit", f"{PEER} analyze": peer},
+    alone: dict[str, Path | None] = {"netaudit analyze": BIN / "netaudit"}
+    both = {**alone, f"{PEER} analyze": peer}
+    logs: dict[str, tuple[str, list[str], dict[str, Path | None]]] = {
+        "every kind of call, -ttt": ("genlog.py", [], alone),
+        "successful connects, -tt (the form 0.6.1 reads)": ("genlog.py", ["--connect"], both),
+        "a scan, ~26% distinct destinations, -ttt": ("genscan.py", [], alone),
+        "a scan, successful connects, -tt (the form 0.6.1 reads)": (
+            "genscan.py", ["--connect"], both
         ),
-    }
-    for title, (flags, tools) in logs.items():
+    }  # fmt: skip
+    for title, (generator, flags, tools) in logs.items():
         log = str(scratch / "events.log")
-        subprocess.run([PYTHON, str(HERE / "genlog.py"), str(events), log, *flags], check=True)
+        subprocess.run([PYTHON, str(HERE / generator), str(events), log, *flags], check=True)
         size = os.path.getsize(log) / 2**20
         runs = {name: [str(exe), "analyze", log] for name, exe in tools.items() if exe}
         results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in runs}
@@ -222,12 +236,15 @@ def run_analysis(events: int, rounds: int, peer: Path | None, scratch: Path) -> 
             for name, argv in runs.items():
                 results[name].append(measure(argv))
         print(f"\nanalysis of {events:,} events: {title} ({size:.0f} MiB, {rounds} rounds)")
-        print(f"  {'variant':<24} {'median':>9} {'peak RSS':>10} {'time vs ours':>13}")
+        print(f"  {'variant':<24} {'median':>9} {'CPU':>8} {'peak RSS':>10} {'time vs ours':>13}")
         ours = statistics.median(t for t, _, _ in results["netaudit analyze"])
         for name, samples in results.items():
             median = statistics.median(t for t, _, _ in samples)
+            cpu = statistics.median(c for _, c, _ in samples)
             rss = PEAK_RSS[tuple(runs[name])] / 1024
-            print(f"  {name:<24} {median:>8.2f}s {rss:>8.0f}MB {median / ours:>12.2f}x")
+            print(
+                f"  {name:<24} {median:>8.2f}s {cpu:>7.2f}s {rss:>8.0f}MB {median / ours:>12.2f}x"
+            )
         sys.stdout.flush()
         os.unlink(log)
 

@@ -151,6 +151,27 @@ def test_zz_last():
 """
 
 
+_SCAN = """
+import socket
+
+#: Documentation networks: a UDP connect() there sends nothing (and, in the bench's private
+#: network namespace, fails at once: no route).
+NETWORKS = ("192.0.2.", "198.51.100.", "203.0.113.")
+"""
+
+_SCAN_TEST = """
+
+def test_scan_{n}():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for i in range({first}, {last}):
+            host = "127.0.0.1" if i % 4 == 0 else NETWORKS[i % 3] + str(i // 3 % 256)
+            try:
+                probe.connect((host, 1 + i // 768))
+            except OSError:
+                pass
+"""
+
+
 def _write(folder: Path, modules: dict[str, str]) -> Path:
     folder.mkdir(parents=True)
     (folder / "pytest.ini").write_text("[pytest]\n")
@@ -200,9 +221,18 @@ def events(folder: Path, stamp: str, count: int = 10_000) -> Path:
     return _write(folder, {"test_events.py": _EVENTS + body + _LAST_TEST.format(stamp=stamp)})
 
 
+def scan(folder: Path, count: int = 250_000) -> Path:
+    """``count`` UDP connect()s, each to a destination of its own (a quarter on loopback, the
+    rest to documentation addresses), in 100 tests: the trace of a scan."""
+    step = count // 100
+    body = "".join(_SCAN_TEST.format(n=n, first=n * step, last=(n + 1) * step) for n in range(100))
+    return _write(folder, {"test_scan.py": _SCAN + body})
+
+
 GENERATED: dict[str, Callable[[Path], Path]] = {
     "synthetic: 2,000 trivial + 200 loopback TCP tests": synthetic,
     "syscall-heavy: 100 tests x 2,000 stat+read": syscall_heavy,
     "thread/fork-heavy: 100 tests x (2 threads, fork, subprocess)": thread_fork_heavy,
     "send-heavy: 20,000 loopback round trips": send_heavy,
+    "scan: 250,000 UDP connects, each to a destination of its own": scan,
 }

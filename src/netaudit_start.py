@@ -33,6 +33,9 @@ from pathlib import Path
 #: protocol.ENV_SUPERVISOR: set in a traced session's environment (its value is a secret token).
 ENV_SUPERVISOR = "NETAUDIT_SUPERVISOR"
 
+#: netaudit.ENV_UNAUDITED: the pytest this hook runs again unaudited, having said why.
+ENV_UNAUDITED = "NETAUDIT_UNAUDITED"
+
 #: Set to 0 to switch the hook off (the plugin then supervises from inside pytest).
 ENV_EARLY = "NETAUDIT_EARLY_START"
 _PYTEST = ("pytest", "py.test")
@@ -84,7 +87,12 @@ class Plan:
     """
 
     names: bool = False
-    io_uring: str = "report"
+    io_uring: str = "deny"  # netaudit.IO_URING_DEFAULT
+    #: What asked for the audit when the run may go on unaudited where strace cannot trace
+    #: (only ``enabled = true``, outside CI: pytest_plugin.options.lenient); "" otherwise.
+    lenient: str = ""
+    #: Where to keep the raw trace (an absolute path), when asked to.
+    keep_trace: str | None = None
     block: bool = False
     block_errno: str = "EPERM"
     allowlist: str | None = None
@@ -100,7 +108,9 @@ def start() -> None:
     if _started:  # a .pth may be read twice (lib and lib64 are one folder in a venv)
         return
     _started = True
-    if ENV_SUPERVISOR in os.environ or os.environ.get(ENV_EARLY) == "0":
+    if ENV_SUPERVISOR in os.environ or ENV_UNAUDITED in os.environ:
+        return
+    if os.environ.get(ENV_EARLY) == "0":
         return
     if not sys.platform.startswith("linux"):
         return
@@ -162,9 +172,16 @@ def decide(args: Sequence[str], env: Mapping[str, str], cwd: Path) -> Plan | Non
             raise _Unsure("a --netaudit-* value moves pytest's rootdir")  # the plugin refuses
         ini = _pytest_section(found[0]) if found[0] is not None else {}
         project = _tool_netaudit(found[1]) if found[1] is not None else {}
-        plan = _plan([*_addopts(ini or {}), *given], project)
+        in_ci = env.get("CI", "").lower() in ("true", "1", "yes")
+        origin = "" if in_ci else f"enabled = true in {found[1]}"
+        kept = project.get("keep_trace")  # relative to its pyproject.toml, as in settings
+        base = found[1].parent if found[1] is not None and isinstance(kept, str) else None
+        keep = str((base / kept).resolve()) if base is not None and isinstance(kept, str) else None
+        tokens = [*_addopts(ini or {}), *given]
+        plan = _plan(tokens, project, origin, keep, cwd)
         if plan is not None and plan.block:
-            plan = _with_allowlist(plan, [*_addopts(ini or {}), *given], found[1], cwd)
+            rootdir = found[0].parent if found[0] is not None else None
+            plan = _with_allowlist(plan, tokens, found[1], cwd, rootdir)
         return plan
     except _Unsure:
         return None
@@ -281,10 +298,18 @@ def _addopts(ini: Mapping[str, object]) -> list[str]:
     raise _Unsure("addopts")
 
 
-def _plan(tokens: Sequence[str], project: Mapping[str, object]) -> Plan | None:
+def _plan(
+    tokens: Sequence[str],
+    project: Mapping[str, object],
+    origin: str = "",
+    keep: str | None = None,
+    cwd: Path | None = None,
+) -> Plan | None:
+    """``origin``: what asked for the audit if only ``enabled = true`` does (see Plan);
+    ``keep``: the trace to keep that [tool.netaudit] names, which a flag overrides."""
     flag = opted_out = False
     names = project.get("names") is True
-    io_uring = project.get("io_uring", "report")
+    io_uring = project.get("io_uring", Plan.io_uring)
     io_uring_given = "io_uring" in project
     block = project.get("block") is True
     block_errno = project.get("block_errno", "EPERM")
@@ -306,6 +331,8 @@ def _plan(tokens: Sequence[str], project: Mapping[str, object]) -> Plan | None:
         elif option == "--netaudit-io-uring":
             io_uring = value or following
             io_uring_given = True
+        elif option == "--netaudit-keep-trace" and (value or following):
+            keep = str(((cwd or Path.cwd()) / (value or following)).resolve())  # as the plugin does
         elif token == "--netaudit-block":
             block = True
         elif option == "--netaudit-block-errno":
@@ -316,12 +343,19 @@ def _plan(tokens: Sequence[str], project: Mapping[str, object]) -> Plan | None:
         raise _Unsure("io_uring")  # the plugin says what is wrong with it
     if block and io_uring != "deny" and io_uring_given:
         raise _Unsure("block mode with io_uring report")  # the plugin refuses it
-    if block:
-        return Plan(names=names, io_uring="deny", block=True, block_errno=str(block_errno))
-    return Plan(names=names, io_uring=str(io_uring))
+    return Plan(
+        names=names,
+        io_uring="deny" if block else str(io_uring),
+        lenient="" if flag else origin,
+        keep_trace=keep,
+        block=block,
+        block_errno=str(block_errno),
+    )
 
 
-def _with_allowlist(plan: Plan, tokens: Sequence[str], pyproject: Path | None, cwd: Path) -> Plan:
+def _with_allowlist(
+    plan: Plan, tokens: Sequence[str], pyproject: Path | None, cwd: Path, rootdir: Path | None
+) -> Plan:
     """The allowlist the plugin will resolve, resolved by the same code (netaudit.settings:
     imported only for block mode, which judges calls before the session starts)."""
     from dataclasses import replace
@@ -336,7 +370,7 @@ def _with_allowlist(plan: Plan, tokens: Sequence[str], pyproject: Path | None, c
 
     try:
         config = load_project_config(pyproject) if pyproject is not None else ProjectConfig()
-        path = resolve_allowlist(flag, config, cwd).path
+        path = resolve_allowlist(flag, config, cwd, rootdir).path
     except ConfigError as err:
         raise _Unsure(str(err)) from err  # the plugin says what is wrong with it
     return replace(plan, allowlist=None if path is None else str(path))
@@ -344,21 +378,31 @@ def _with_allowlist(plan: Plan, tokens: Sequence[str], pyproject: Path | None, c
 
 def _supervise(argv: Sequence[str], plan: Plan) -> None:
     """Runs the same command under strace and exits with the session's status. Whatever
-    happens, this process never goes on to run pytest itself, untraced."""
+    happens, this process never goes on to run pytest itself, untraced.
+
+    Where strace cannot trace and the plan is lenient, the command is run again unaudited
+    instead (an exec, with ENV_UNAUDITED: a fresh interpreter, in which no module of netaudit
+    was imported before pytest could mark it for assertion rewriting).
+    """
     status = 3
+    command = [sys.executable, *argv[1:]]
+    unaudited = False
     try:
         from netaudit.launch import run_session
         from netaudit.supervisor import BlockPlan
 
-        command = [sys.executable, *argv[1:]]
-        status = run_session(
+        found = run_session(
             command,
             cwd=os.getcwd(),
             env=os.environ,
             names=plan.names,
             io_uring=plan.io_uring,
+            lenient=plan.lenient,
+            keep_trace=plan.keep_trace,
             block=BlockPlan(plan.block_errno, plan.allowlist) if plan.block else None,
         )
+        unaudited = found is None
+        status = 3 if found is None else found
     except KeyboardInterrupt:
         status = 130
     except BaseException as exc:
@@ -367,4 +411,8 @@ def _supervise(argv: Sequence[str], plan: Plan) -> None:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
+        if unaudited:
+            os.environ[ENV_UNAUDITED] = "1"
+            with contextlib.suppress(OSError):
+                os.execv(sys.executable, command)
         os._exit(status)

@@ -38,11 +38,18 @@ def pytest_run(
     env: Mapping[str, str] | None = None,
     timeout: float = 180,
     cache: bool = False,
+    shuffle: bool = False,
 ) -> pytest.RunResult:
     """``python -m pytest ARGS`` in ``cwd`` in a process of its own, as a user would run it
     (the plugin loads from its entry point); inside a private network namespace if given,
-    else in DEFAULT_NETNS. The cache is off unless asked for."""
-    argv = [sys.executable, "-m", "pytest", *([] if cache else ["-p", "no:cacheprovider"]), *args]
+    else in DEFAULT_NETNS. The cache is off unless asked for; so is pytest-randomly, where the
+    compatibility matrix installs it (tests expect the tests in file order), unless
+    ``shuffle``."""
+    off = [
+        *([] if cache else ["-p", "no:cacheprovider"]),
+        *([] if shuffle else ["-p", "no:randomly"]),
+    ]
+    argv = [sys.executable, "-m", "pytest", *off, *args]
     started = time.monotonic()
     done = _run(argv, cwd, netns or DEFAULT_NETNS, env, timeout)
     return pytest.RunResult(

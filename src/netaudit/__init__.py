@@ -5,21 +5,35 @@ from __future__ import annotations
 import functools
 
 __all__ = [
-    "BLOCK_ERRNO_CHOICES", "ENV_RUN", "ENV_SUPERVISOR", "IO_URING_CHOICES", "__version__",
+    "BLOCK_ERRNO_CHOICES",
+    "ENV_RUN",
+    "ENV_SUPERVISOR",
+    "ENV_UNAUDITED",
+    "HOW_TO_SKIP",
+    "IO_URING_CHOICES",
+    "IO_URING_DEFAULT",
+    "__version__",
     "version",
-]  # fmt: skip
+]
 
 #: Set in a traced session's environment: its supervisor's token (a secret: the control
 #: socket's name), and the id of the run the supervisor started the session for. Here, where
 #: the plugin can read them without importing anything else.
 ENV_SUPERVISOR = "NETAUDIT_SUPERVISOR"
 ENV_RUN = "NETAUDIT_RUN"
-#: What to do about io_uring, whose connects no syscall tracer sees (notes §f): report its use
-#: as an incomplete audit, or make ``io_uring_setup`` fail (programs fall back to sockets).
+#: Set for a pytest that runs unaudited (strace cannot trace here, and only ``enabled = true``
+#: asked for the audit), and its children: the warning has been given already.
+ENV_UNAUDITED = "NETAUDIT_UNAUDITED"
+#: What every error that stops an audited pytest session ends with: how to run it anyway.
+HOW_TO_SKIP = "to run the tests without the audit, pass --no-netaudit"
+#: What to do about io_uring, whose connects no syscall tracer sees (notes §f): make
+#: ``io_uring_setup`` fail (programs fall back to sockets, as under Docker's default seccomp
+#: profile), or report its use as an incomplete audit.
 IO_URING_CHOICES = ("report", "deny")
 #: How a call block mode refuses fails (``--netaudit-block-errno``): EPERM first, a
 #: PermissionError that no retry loop spins on (ECONNREFUSED makes wait-for-port loops spin).
 BLOCK_ERRNO_CHOICES = ("EPERM", "ECONNREFUSED", "EACCES", "ENETUNREACH")
+IO_URING_DEFAULT = "deny"
 
 
 @functools.cache

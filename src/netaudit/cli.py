@@ -25,11 +25,12 @@ from typing import NoReturn, TextIO
 from . import BLOCK_ERRNO_CHOICES, IO_URING_CHOICES, triage, version
 from .audit import audit_lines, audit_log
 from .errors import ConfigError, ExitCode, InputError, NetauditError, TraceError
+from .markers import SESSION
 from .model import AuditResult, RunInfo
 from .render import github, text
 from .render import json as json_report
-from .rules import DEFAULT
-from .settings import Settings, resolve
+from .rules import DEFAULT, Allowlist, Rule
+from .settings import Settings, resolve, write_report
 from .trace import TracedRun, Tracer, find_tracer, tampered, traced_syscalls
 
 #: What `--report -` names: the JSON report on standard output.
@@ -115,9 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--io-uring",
         choices=IO_URING_CHOICES,
         default=None,
-        help="report: io_uring use fails the audit (its connects are invisible to strace); "
-        "deny: io_uring_setup fails with ENOSYS, so programs fall back to plain sockets "
-        "(default: [tool.netaudit] io_uring, else report)",
+        help="deny: io_uring_setup fails with ENOSYS, so programs fall back to plain sockets; "
+        "report: io_uring use fails the audit (its connects are invisible to strace) "
+        "(default: [tool.netaudit] io_uring, else deny)",
+    )
+    run.add_argument(
+        "--keep-trace",
+        metavar="PATH",
+        help="keep strace's log in PATH, to replay it with 'netaudit analyze PATH' "
+        "(default: [tool.netaudit] keep_trace, else the log is removed)",
     )
     run.add_argument(
         "--block",
@@ -281,7 +288,9 @@ def _run(args: argparse.Namespace) -> int:
     else:
         with (
             _sigterm_exits(),
-            TracedRun(tracer, names=settings.names, io_uring=settings.io_uring) as traced,
+            TracedRun(
+                tracer, names=settings.names, io_uring=settings.io_uring, keep=settings.keep_trace
+            ) as traced,
         ):
             with _command_stdout_to_stderr(out.json_to_stdout):
                 status = traced.run(command)
@@ -290,6 +299,12 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"netaudit: warning: {warning}", file=sys.stderr)
         problem = tampered(result.stats.foreign)
     leftovers = traced.leftover_pids
+    if traced.kept is not None:
+        kept = shlex.quote(traced.kept)
+        print(f"netaudit: the trace is kept; replay it with: netaudit analyze {kept}",
+              file=sys.stderr)  # fmt: skip
+    elif traced.keep_error:
+        print(f"netaudit: warning: {traced.keep_error}", file=sys.stderr)
     if not result.stats.looks_like_strace and traced.interrupted is None:
         # Every traced run logs at least its first exec, unless it was stopped before that.
         raise TraceError("strace wrote no trace: the audit is incomplete")
@@ -331,7 +346,12 @@ def _run_blocking(
     path = settings.allowlist.path
     plan = BlockPlan(settings.block_errno, None if path is None else str(path))
     supervisor = Supervisor(
-        tracer, "", names=settings.names, io_uring=settings.io_uring, block=plan
+        tracer,
+        "",
+        names=settings.names,
+        io_uring=settings.io_uring,
+        block=plan,
+        keep_trace=settings.keep_trace,
     )
     with _sigterm_exits(), _command_stdout_to_stderr(out.json_to_stdout):
         status = supervisor.run(command, env=os.environ, cwd=os.getcwd())
@@ -413,7 +433,29 @@ def _check(args: argparse.Namespace) -> int:
             f"is expected, then drop {triage.REVIEW_PREFIX.strip()!r} from its name",
             file=sys.stderr,
         )
+    for rule, scope, folder in _scopes_naming_nothing(allowlist, choice.path):
+        print(
+            f"netaudit: warning: {rule.source}:{rule.line}: tests: {scope!r} names no file or "
+            f"folder under {folder} (nodeids are relative to pytest's rootdir): it would match "
+            "no test",
+            file=sys.stderr,
+        )
     return ExitCode.OK
+
+
+def _scopes_naming_nothing(allowlist: Allowlist, path: Path | None) -> list[tuple[Rule, str, Path]]:
+    """``tests`` scopes written as a path (no wildcard) whose file or folder is neither beside
+    the allowlist nor in the current directory: a typo that pytest would never match."""
+    folders = [Path.cwd()] + ([path.parent] if path is not None else [])
+    found = []
+    for rule in allowlist.scoped():
+        for scope in rule.tests:
+            named = scope.partition("::")[0].rstrip("/")
+            if not named or scope == SESSION or any(c in named for c in "*?["):
+                continue
+            if not any((folder / named).exists() for folder in folders):
+                found.append((rule, scope, folders[-1]))
+    return found
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -449,10 +491,10 @@ def _triage(args: argparse.Namespace) -> int:
     found = triage.undeclared(reports, allowlist)
     paths = [report.path for report in reports]
     if args.format == "json":
-        sys.stdout.write(triage.to_json(found, paths))
+        triage.write_json(found, paths, sys.stdout)
     else:
         header = triage.triage_header(found, paths)
-        sys.stdout.write(triage.to_yaml(found, len(reports), header))
+        triage.write_yaml(found, len(reports), header, sys.stdout)
     return ExitCode.VIOLATIONS if found else ExitCode.OK
 
 
@@ -487,12 +529,13 @@ def _baseline(args: argparse.Namespace) -> int:
         reports = [triage.Report("<command>", result.destinations)]
         source = shlex.join(args.cmd)
     found = triage.undeclared(reports, allowlist)
-    document = triage.to_yaml(found, len(reports), triage.baseline_header(source), review=True)
+    header = triage.baseline_header(source)
     if output is None:
-        sys.stdout.write(document)
+        triage.write_yaml(found, len(reports), header, sys.stdout, review=True)
     else:
         try:
-            output.write_text(document, encoding="utf-8")
+            with open(output, "w", encoding="utf-8") as file:
+                triage.write_yaml(found, len(reports), header, file, review=True)
         except OSError as err:
             raise ConfigError(f"cannot write the baseline: {err.strerror}", str(output)) from err
         print(f"netaudit: wrote {output}: {len(found)} rules to review", file=sys.stderr)
@@ -512,6 +555,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         io_uring=getattr(args, "io_uring", None),
         block=getattr(args, "block", None),
         block_errno=getattr(args, "block_errno", None),
+        keep_trace=getattr(args, "keep_trace", None),
     )
     if args.report == STDOUT:  # the flag wins over a report file named in pyproject.toml
         settings = dataclasses.replace(settings, report=None, report_setting=None)
@@ -541,10 +585,12 @@ class _Output:
 def _emit(out: _Output, settings: Settings, result: AuditResult, run: RunInfo) -> None:
     """Prints the report, then writes the JSON file; printing comes first so that a failed
     write (a disk that filled up meanwhile) still leaves the findings on screen."""
-    needed = settings.report is not None or out.json_to_stdout
-    document = json_report.to_json(result, run) if needed else ""
     if out.text:
-        out.people.write(text.report(result, settings.verbose) + "\n")
+        where: object = settings.report
+        if where is None and out.json_to_stdout:
+            where = "standard output"
+        more = text.full_list(where, "--report")
+        out.people.write(text.report(result, settings.verbose, more=more) + "\n")
     if settings.suggest_rules and result.violations:
         from .render.suggest import suggest_rules  # loads PyYAML, needed only here
 
@@ -552,11 +598,11 @@ def _emit(out: _Output, settings: Settings, result: AuditResult, run: RunInfo) -
         out.people.write(suggest_rules(result.violations))
     out.people.flush()
     if out.json_to_stdout:
-        sys.stdout.write(document)
+        json_report.write_json(result, run, sys.stdout)
         sys.stdout.flush()
     if settings.report is not None:
         try:
-            settings.report.write_text(document, encoding="utf-8")
+            write_report(settings.report, lambda file: json_report.write_json(result, run, file))
         except OSError as err:
             raise ConfigError(
                 f"cannot write the report: {err.strerror}", str(settings.report)

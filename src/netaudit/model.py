@@ -7,8 +7,9 @@ trace -> parse (records) -> attribute (NetEvent) -> audit (Destination, AuditRes
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple, Union
+from typing import NamedTuple, Protocol, Union, runtime_checkable
 
 from .markers import SESSION as SESSION
 from .markers import MarkVerb as MarkVerb
@@ -31,7 +32,7 @@ class Syscall(str, enum.Enum):
     SENDMMSG = "sendmmsg"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Endpoint:
     """A destination as the kernel was given it.
 
@@ -46,10 +47,17 @@ class Endpoint:
     scope_id: str = ""
     _hash: int = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "_hash", hash((self.family, self.address, self.port, self.scope_id))
-        )
+    def __init__(
+        self, family: str, address: str = "", port: int | None = None, scope_id: str = ""
+    ) -> None:
+        # One is built per distinct destination, hundreds of thousands in a scan: the frozen
+        # dataclass's own __init__ (a setattr per field) costs twice this.
+        fields = self.__dict__
+        fields["family"] = family
+        fields["address"] = address
+        fields["port"] = port
+        fields["scope_id"] = scope_id
+        fields["_hash"] = hash((family, address, port, scope_id))
 
     def __hash__(self) -> int:
         # Computed once: every event is folded by its endpoint, a million times a log.
@@ -269,6 +277,9 @@ class Destination:
     first_time: float | None = None
     names: tuple[str, ...] = ()
     where: tuple[str, ...] = ()
+    #: A nameserver of the system's resolver (/etc/resolv.conf) on port 53: every lookup of a
+    #: name goes there, so allowing it lets a test look up any name (resolvers.py).
+    resolver: bool = False
 
     @property
     def kind(self) -> str:
@@ -339,21 +350,43 @@ class TraceStats:
         return self.lines > self.foreign
 
 
+@runtime_checkable
+class Stored(Protocol):
+    """Destinations too many to hold in memory, kept on disk (``spill.Spilled``): iterable
+    as often as needed, each pass reading them again; their numbers are known without one."""
+
+    def __iter__(self) -> Iterator[Destination]: ...
+
+    def __len__(self) -> int: ...
+
+    def violations(self) -> Stored: ...
+
+    def per_test(self) -> Mapping[str, int]:
+        """How many of them each test has, tests in first-seen order."""
+        ...
+
+
+#: A run's destinations: a tuple when they are few, else kept on disk.
+Destinations = Union[tuple[Destination, ...], Stored]
+
+
 @dataclass(frozen=True)
 class AuditResult:
     """The judged run: every destination (in first-seen order) and what made it incomplete."""
 
-    destinations: tuple[Destination, ...]
+    destinations: Destinations
     findings: tuple[Finding, ...] = ()
     stats: TraceStats = TraceStats()
 
     @property
-    def violations(self) -> tuple[Destination, ...]:
-        return tuple(d for d in self.destinations if not d.verdict.allowed)
+    def violations(self) -> Destinations:
+        if isinstance(self.destinations, tuple):
+            return tuple(d for d in self.destinations if not d.verdict.allowed)
+        return self.destinations.violations()
 
     @property
     def clean(self) -> bool:
-        return not self.findings and all(d.verdict.allowed for d in self.destinations)
+        return not self.findings and not self.violations
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,15 @@ from typing import TypeVar
 from .model import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, Endpoint
 
 __all__ = [
-    "OCTET", "fields", "peer", "sockaddr", "split_args", "string", "unescape", "unescape_bytes"
+    "OCTET", "PORT", "fields", "peer", "sockaddr", "split_args", "string", "unescape",
+    "unescape_bytes",
 ]  # fmt: skip
 
 #: One decimal octet of a dotted IPv4 address, 0-255 without leading zeros.
 OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+#: A port as strace prints it: decimal, without leading zeros (any other form is kept as
+#: printed, and no IP rule allows it).
+PORT = r"(?:0|[1-9][0-9]{0,4})"
 
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"(?:\.\.\.)?|[\[\]{}()"]|, ', re.S)
 _CLOSER = {"(": ")", "[": "]", "{": "}"}
@@ -26,10 +30,10 @@ _ESCAPE = re.compile(rb"\\(x[0-9a-fA-F]{2}|[0-7]{1,3}|.)", re.S)
 _SIMPLE_ESCAPES = {b"n": b"\n", b"t": b"\t", b"r": b"\r", b"v": b"\v", b"f": b"\f"}
 _S = r'"((?:[^"\\]|\\.)*)"'
 _SA_INET = re.compile(
-    r"sa_family=AF_INET, sin_port=htons\(([0-9]+)\), sin_addr=inet_addr\(" + _S + r"\)"
+    r"sa_family=AF_INET, sin_port=htons\((" + PORT + r")\), sin_addr=inet_addr\(" + _S + r"\)"
 )
 _SA_INET6 = re.compile(
-    r"sa_family=AF_INET6, sin6_port=htons\(([0-9]+)\), sin6_flowinfo=htonl\([0-9]+\), "
+    r"sa_family=AF_INET6, sin6_port=htons\((" + PORT + r")\), sin6_flowinfo=htonl\([0-9]+\), "
     r"inet_pton\(AF_INET6, " + _S + r", &sin6_addr\)"
     r"(?:, sin6_scope_id=(?:if_nametoindex\(" + _S + r"\)|([0-9]+)))?"
 )

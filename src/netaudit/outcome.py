@@ -40,8 +40,10 @@ class Outcome:
 
     def problem_lines(self) -> list[str]:
         """What made the audit incomplete, one line each, as every front end prints it."""
+        from .render.text import findings_lines
+
         lines = [f"netaudit: audit incomplete: {self.problem}"] if self.problem else []
-        return lines + [f"netaudit: {finding}" for finding in self.result.findings]
+        return lines + findings_lines(self.result.findings)
 
 
 def judge_run(

@@ -16,12 +16,14 @@ port 53 is a Resolved record (decoded by ``dns``).
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple, Optional, TypeVar
 
 from . import dns, markers
 from .model import (
     AF_INET,
+    AF_INET6,
     AF_UNIX,
     AF_UNSPEC,
     BLOCKED,
@@ -39,7 +41,7 @@ from .model import (
     Syscall,
     TraceStats,
 )
-from .notation import OCTET, fields, peer, sockaddr, split_args, string, unescape_bytes
+from .notation import OCTET, PORT, fields, peer, sockaddr, split_args, string, unescape_bytes
 
 __all__ = ["INVALID", "UNSEEN", "Parser", "parse"]
 
@@ -57,7 +59,11 @@ _WATCHED = frozenset(_NET) | _SPAWN | _EXEC | _RECV | {"io_uring_setup", "seccom
 #: How a call's line shows port 53: an address argument, or a peer in a -yy decoration.
 _PORT_53 = ("htons(53)", ":53]>")
 _IOV = re.compile(r'iov_base=("(?:[^"\\]|\\.)*")')
+#: How many entries each cache keeps; it is emptied when full, so memory stays bounded (a log
+#: of many destinations misses nearly always: the lines it keeps cost it only memory).
 _CACHE_MAX = 32768
+_LINES_MAX = 16384
+_ADDRESSES_MAX = 8192
 _MARKER = "@" + markers.PREFIX
 _UNFINISHED = " <unfinished ...>"
 #: strace's own messages that a log captured from stderr holds besides the calls.
@@ -73,20 +79,49 @@ _RESUMED = re.compile(r"<\.\.\. ([a-z_][a-z0-9_]*) resumed>")
 _PID_CHANGED = re.compile(r" <pid changed to ([0-9]+) \.\.\.>$")
 _SPLICE = re.compile(r"strace: Process [0-9]+ (?:attached|detached)[^\n]*$")
 _NET_TOKEN = re.compile(r"(sendmmsg|sendmsg|sendto|connect)\(")
+#: A sending call's name as a word inside another call's line: the line was garbled before it
+#: (a "name(" made of garbage, a cut prefix). It is kept, unparsed, rather than lost; a full
+#: trace's write() of such text is reported too (fail closed).
+_NET_INSIDE = re.compile(r"[\s\]](sendmmsg|sendmsg|sendto|connect)\(")
 _ERRNO = re.compile(r"E[A-Z0-9_]+")
 _PAYLOAD = re.compile(r'"(?:[^"\\]|\\.)*"(?:\.\.\.)?, ', re.S)
 _FD = re.compile(r"(-?[0-9]+)(?:<(.*)>)?", re.S)
 _POINTER = re.compile(r"0x[0-9a-f]+")
-_QUICK_CONNECT = re.compile(
-    r"connect\(([0-9]+), \{(sa_family=AF_INET, sin_port=htons\(([0-9]+)\), "
-    r'sin_addr=inet_addr\("(' + OCTET + r"(?:\." + OCTET + r'){3})"\))\}, [0-9]+\)'
+#: The commonest addresses, read without the general decoder: IPv4, and IPv6 with no scope.
+#: An IPv6 address with a dot (v4-mapped, say) takes the general decoder, which normalises it.
+_QUICK_SOCKADDR = (
+    r"(sa_family=AF_INET, sin_port=htons\((" + PORT + r")\), "
+    r'sin_addr=inet_addr\("(' + OCTET + r"(?:\." + OCTET + r'){3})"\)'
+    r"|sa_family=AF_INET6, sin6_port=htons\((" + PORT + r")\), sin6_flowinfo=htonl\([0-9]+\), "
+    r'inet_pton\(AF_INET6, "([0-9a-f:]+)", &sin6_addr\), sin6_scope_id=0)'
 )
+#: What follows a complete call: its result (the last group), or nothing in a cache key.
+_QUICK_RESULT = r"(?: = ([^\0\n]*)\n?)?"
+#: A connect, and a sendto with a payload and an address or none (a send to the peer): in a
+#: log of many destinations, nearly every call is one of these, and each is new to the cache,
+#: so a whole line is read with one match. No part matches a NUL (see _hole).
+_QUICK = {
+    "connect": re.compile(
+        r"connect\(([0-9]+), \{" + _QUICK_SOCKADDR + r"\}, [0-9]+\)" + _QUICK_RESULT
+    ),
+    "sendto": re.compile(
+        r'sendto\(([0-9]+), "(?:[^"\\\0\n]|\\[^\0\n])*"(?:\.\.\.)?, [0-9]+, [A-Z_|0-9]+, '
+        r"(?:NULL, 0|\{" + _QUICK_SOCKADDR + r"\}, [0-9]+)\)" + _QUICK_RESULT
+    ),
+}
+#: The same, and the syscall, by the first 7 characters of a line's call.
+_QUICK_LINE: dict[str, tuple[re.Pattern[str] | None, Syscall]] = {
+    f"{name}("[:7]: (pattern, Syscall(name)) for name, pattern in _QUICK.items()
+}
+_NO_QUICK: tuple[re.Pattern[str] | None, Syscall] = (None, Syscall.CONNECT)
 
 _T = TypeVar("_T")
 _Dests = tuple[Endpoint, ...]
 _Decoded = tuple[Syscall, int, str, _Dests]
 #: A decoded call in NetCall's order; no destination means a send to the connected peer.
 _Fast = tuple[Syscall, int, Optional[Endpoint], str]
+#: The same and its result: a whole line's call.
+_Seen = tuple[Syscall, int, Optional[Endpoint], str, str]
 
 
 class _Pending(NamedTuple):
@@ -113,7 +148,9 @@ class Parser:
         self._pending: dict[int, _Pending] = {}
         self._carry: tuple[str, int] | None = None
         self._fast: dict[str, _Fast] = {}
-        self._whole: dict[str, tuple[Syscall, int, Endpoint | None, str, str]] = {}
+        self._whole: dict[str, _Seen] = {}
+        #: The hashes of lines seen once, in the commonest forms.
+        self._once: set[int] = set()
         self._tids: dict[str, int] = {}
         self._results: dict[str, str] = {}
         self._dests: dict[str, _Dests | None] = {}
@@ -135,7 +172,7 @@ class Parser:
         """
         n, fast_calls = self._lines, 0
         fast, tids, results, new = self._fast, self._tids, self._results, tuple.__new__
-        whole, pending = self._whole, self._pending
+        whole, pending, quick_lines = self._whole, self._pending, _QUICK_LINE
         try:
             for line in lines:
                 n += 1
@@ -145,6 +182,11 @@ class Parser:
                         pid, ts, body = line.split(None, 2)
                         tid = tids.get(pid) or self._tid(pid)
                         seen = whole.get(body)
+                        if seen is None:  # perhaps a call in its commonest form, new
+                            pattern, syscall = quick_lines.get(body[:7], _NO_QUICK)
+                            found = pattern.fullmatch(body) if pattern is not None else None
+                            if found is not None and found.group(7) is not None:
+                                seen = self._quick_line(body, syscall, found)
                         if seen is None and body.startswith("<... "):
                             start = pending.get(tid) if tid is not None else None
                             if (
@@ -157,19 +199,27 @@ class Parser:
                                 continue  # the end of a call that tells nothing more
                         if seen is None:
                             key, _, tail = body.rpartition(" = ")
-                            hit = fast.get(key) or self._learn(key)
+                            hit = fast.get(key)
+                            again = hit is not None  # the line is kept only once it repeats
+                            hit = hit or self._learn(key)
                             if hit is not None:
                                 seen = (*hit, results.get(tail) or self._result(tail))
-                                if hit[2] is not None and not tail.endswith(">\n"):
-                                    _remember(whole, body, seen)  # not -T: it would never repeat
+                                if again and hit[2] is not None and not tail.endswith(">\n"):
+                                    _remember(
+                                        whole, body, seen, _LINES_MAX
+                                    )  # not -T: it would never repeat
                         if seen is not None and tid is not None:
                             syscall, fd, dest, sock, result = seen
                             if dest is None:
-                                continue  # nothing to tell, like a send to the connected peer
-                            # -ttt is an epoch time; -t/-tt only a time of day, not kept.
-                            time = float(ts) if ts[-7] == "." and ts[2] != ":" else _clock(ts)
-                            # tuple.__new__ skips NamedTuple's Python-level __new__: 3x cheaper.
-                            call = new(NetCall, (syscall, tid, time, fd, dest, result, sock, n, ""))
+                                if _stamped(ts):
+                                    continue  # nothing to tell, like a send to the peer
+                            else:
+                                # -ttt is an epoch time; -t/-tt only a time of day, not kept.
+                                time = float(ts) if ts[-7] == "." and ts[2] != ":" else _clock(ts)
+                                # tuple.__new__ skips NamedTuple's Python-level __new__.
+                                call = new(
+                                    NetCall, (syscall, tid, time, fd, dest, result, sock, n, "")
+                                )
                     except Exception:
                         call = None
                 if call is not None:
@@ -201,14 +251,14 @@ class Parser:
             return None if any(hint in key for hint in _PORT_53) else _NOTHING
         if name not in _NET:
             unwatched = name not in _WATCHED and name.isascii() and name.isidentifier()
+            if _NET_INSIDE.search(rest):
+                return None  # the careful path keeps the call it names
             return _NOTHING if unwatched and name == name.lower() else None
-        quick = _QUICK_CONNECT.fullmatch(key)
-        if quick is not None:  # the commonest call of all, without the general decoder
-            fd, inner, port, ip = quick.groups()
-            known = self._addresses.get(inner) or _remember(
-                self._addresses, inner, Endpoint(AF_INET, ip, int(port))
-            )  # one object per destination: equal endpoints compare by identity, fast
-            return _remember(self._fast, key, (Syscall.CONNECT, int(fd), known, ""))
+        pattern = _QUICK.get(name)
+        found = pattern.fullmatch(key) if pattern is not None else None
+        quick = self._quick(_NET[name], found) if found is not None else None
+        if quick is not None:  # the commonest calls, without the general decoder
+            return _remember(self._fast, key, quick, _LINES_MAX)
         decoded = self._decode(name, rest[:-1])
         if decoded is None or len(decoded[3]) > 1:
             return None
@@ -218,7 +268,42 @@ class Parser:
         dns_query = dest is not None and dest.port == 53 and name != "connect"
         if dns_query and _questions(name, rest[:-1]):
             return None  # a DNS query, which the careful path tells as its questions too
-        return _remember(self._fast, key, (decoded[0], decoded[1], dest, decoded[2]))
+        return _remember(self._fast, key, (decoded[0], decoded[1], dest, decoded[2]), _LINES_MAX)
+
+    def _quick_line(self, body: str, syscall: Syscall, found: re.Match[str]) -> _Seen | None:
+        """A whole line's call in its commonest form, kept for when it comes again."""
+        call = self._quick(syscall, found)
+        if call is None:
+            return None
+        tail = found.group(7)
+        seen = (*call, self._results.get(tail) or self._result(tail))
+        once, line = self._once, hash(body)  # a str keeps its hash: whole.get made it
+        if line not in once:  # kept the second time only: most lines of a scan never repeat
+            if len(once) >= _LINES_MAX:
+                once.clear()
+            once.add(line)
+        elif not tail.endswith(">"):  # not -T: it would never repeat
+            _remember(self._whole, body, seen, _LINES_MAX)
+        return seen
+
+    def _quick(self, syscall: Syscall, found: re.Match[str]) -> _Fast | None:
+        """A connect or sendto in its commonest form, or None for the general decoder."""
+        fd, inner, port4, ip4, port6, ip6, _ = found.groups()
+        if inner is None:
+            return (syscall, int(fd), None, "")  # a send to the connected peer
+        dest = self._addresses.get(inner)
+        if dest is None:
+            if ip4 is not None:
+                dest = Endpoint(AF_INET, ip4, int(port4))
+            elif _canonical6(ip6):
+                dest = Endpoint(AF_INET6, ip6, int(port6))
+            else:
+                return None
+            # One object per destination: equal endpoints compare by identity, fast.
+            _remember(self._addresses, inner, dest, _ADDRESSES_MAX)
+        if dest.port == 53 and syscall is not Syscall.CONNECT:
+            return None  # perhaps a DNS query: the general decoder reads its questions
+        return (syscall, int(fd), dest, "")
 
     def _tid(self, text: str) -> int | None:
         return _remember(self._tids, text, int(text)) if text.isascii() and text.isdigit() else None
@@ -409,6 +494,10 @@ class Parser:
                 return [Hazard(HazardKind.SECCOMP_REFUSED, tid, time, n, raw)]
         if name == "bind" and result == "0" and "sa_family=AF_PACKET" in args:
             return [Hazard(HazardKind.RAW_PACKET, tid, time, n, raw)]
+        if name not in _WATCHED:
+            inside = _NET_INSIDE.search(args)
+            if inside is not None:
+                return _garbage(raw, tid, time, n, _NET[inside.group(1)])
         return []
 
     def _to_peer(self, args: str) -> bool:
@@ -446,7 +535,7 @@ class Parser:
                 kind, rest = "sendto-rest", rest[payload.end() :]
         key = f"{kind}({rest}"
         if key not in self._dests:
-            _remember(self._dests, key, self._destinations(kind, rest))
+            _remember(self._dests, key, self._destinations(kind, rest), _ADDRESSES_MAX)
         return self._dests[key]
 
     def _destinations(self, kind: str, rest: str) -> _Dests | None:
@@ -509,7 +598,9 @@ class Parser:
         if not (text.startswith("{") and text.endswith("}")):
             raise ValueError(f"not an address: {text!r}")
         inner = text[1:-1]
-        return self._addresses.get(inner) or _remember(self._addresses, inner, sockaddr(inner))
+        return self._addresses.get(inner) or _remember(
+            self._addresses, inner, sockaddr(inner), _ADDRESSES_MAX
+        )
 
 
 _NULL = Endpoint(INVALID, "NULL")
@@ -523,9 +614,26 @@ def _ends(start: _Pending, body: str) -> bool:
     return body.startswith(start.name, 5) and body.startswith(" resumed>", 5 + len(start.name))
 
 
-def _remember(cache: dict[str, _T], key: str, value: _T) -> _T:
+def _stamped(ts: str) -> bool:
+    """Whether the fast path's second word is a timestamp, so the rest is the call: a line
+    without one (or garbled) is read by the careful path, which drops nothing it names."""
+    if ts[2:3] == ":" == ts[5:6]:  # -t, -tt
+        return True
+    return ts[-7:-6] == "." and ts[:-7].isdigit() and ts[-6:].isdigit()  # -ttt
+
+
+def _canonical6(text: str) -> bool:
+    """Whether an IPv6 address is written as Endpoint keeps it (RFC 5952, as strace's
+    inet_ntop writes it): a round trip through the C library costs far less than ipaddress."""
+    try:
+        return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, text)) == text
+    except (OSError, ValueError):
+        return False
+
+
+def _remember(cache: dict[str, _T], key: str, value: _T, most: int = _CACHE_MAX) -> _T:
     """Stores into a cache that is emptied when full: the memory stays bounded."""
-    if len(cache) >= _CACHE_MAX:
+    if len(cache) >= most:
         cache.clear()
     cache[key] = value
     return value

@@ -23,7 +23,7 @@ from typing import Any, TypeVar, Union
 
 from . import ENV_RUN, ENV_SUPERVISOR, markers
 from .markers import MarkVerb
-from .model import Destination, Finding, TraceStats
+from .model import Destinations, Finding, TraceStats
 
 __all__ = ["ENV_RUN", "ENV_SUPERVISOR"]  # and the messages below
 
@@ -153,7 +153,9 @@ class RunAudit:
     """What a run (or one test of it) did, folded but not judged: the run judges it with its
     own allowlist."""
 
-    destinations: tuple[Destination, ...]
+    #: Kept on disk, in the supervisor's private directory, when there are many (spill.py):
+    #: pickled as its path, which the run reads before the session ends.
+    destinations: Destinations
     findings: tuple[Finding, ...] = ()
     stats: TraceStats = field(default_factory=TraceStats)
     #: nodeid -> "file:line" of each test the run named.

@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Union
 
@@ -45,8 +47,9 @@ class Rule:
     builtin: bool = False
     source: str | None = None
     line: int | None = None
-    #: Nodeid globs (every wildcard matches any character, ``/`` and ``::`` included): the
-    #: rule allows only events attributed to a matching test; empty for every event.
+    #: Test scopes: nodeid globs (every wildcard matches any character, ``/`` and ``::``
+    #: included), each also matching literally what it names (scope_matches); the rule allows
+    #: only events attributed to a matching test; empty for every event.
     tests: tuple[str, ...] = ()
     #: Host names or ``*.suffix`` patterns (lower case): the address must have been the
     #: answer for a matching name in the trace (see docs/allowlist.md).
@@ -98,8 +101,8 @@ class Rule:
         )
 
     def in_scope(self, test: str) -> bool:
-        """True when ``test`` matches one of the rule's ``tests`` globs."""
-        return any(compile_glob(glob, in_path=False).fullmatch(test) for glob in self.tests)
+        """True when ``test`` matches one of the rule's ``tests`` scopes."""
+        return any(scope_matches(scope, test) for scope in self.tests)
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,17 @@ class Allowlist:
         """The rules that apply only to some tests."""
         return tuple(rule for rule in self.rules if rule.tests)
 
+    def unmatched_scopes(self, tests: Iterable[str]) -> tuple[tuple[Rule, str], ...]:
+        """Each ``tests`` scope of a rule that matches none of ``tests`` (the nodeids a run
+        ran, and ``<session>``): a typo, or a pattern that says something else than meant."""
+        ran = tuple(tests)
+        return tuple(
+            (rule, scope)
+            for rule in self.scoped()
+            for scope in rule.tests
+            if not any(scope_matches(scope, test) for test in ran)
+        )
+
 
 BUILTIN_RULES: tuple[Rule, ...] = (
     # 0.0.0.0 and :: as a destination reach the local host (notes/strace.md §a.1).
@@ -176,6 +190,21 @@ def ip_of(endpoint: Endpoint) -> IPAddress | None:
     return _ip_of(endpoint.family, endpoint.address)
 
 
+def scope_matches(scope: str, test: str) -> bool:
+    """Whether a ``tests`` scope covers the test ``test`` (a nodeid, or ``<session>``).
+
+    Literally first: the test it names exactly (a copied nodeid, ``[...]`` parameters and
+    all), and everything under a folder, file, class or function it names (``tests/sub/``,
+    ``tests/sub``, ``tests/x.py``, ``tests/x.py::TestC``, ``tests/x.py::test_p`` for each of
+    its parameters). Then as a glob, in which every wildcard matches any character.
+    """
+    if test.startswith(scope):
+        rest = test[len(scope) :]
+        if not rest or scope.endswith(("/", "::")) or rest.startswith(("/", "::", "[")):
+            return True
+    return bool(compile_glob(scope, in_path=False).fullmatch(test))
+
+
 def host_matches(pattern: str, name: str) -> bool:
     """``name`` is ``pattern``, or ends in ``.suffix`` for ``*.suffix`` (one label or more)."""
     if pattern.startswith("*."):
@@ -194,10 +223,15 @@ def _ip_of(family: str, address: str) -> IPAddress | None:
     """The address an IP endpoint goes to, or None when the endpoint is not a well-formed one."""
     if family not in (AF_INET, AF_INET6) or "%" in address:
         return None
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return None
+    ip: IPAddress
+    try:  # the C library reads the usual forms 4x faster than ipaddress, and agrees on them
+        packed = socket.inet_pton(socket.AF_INET if family == AF_INET else socket.AF_INET6, address)
+        ip = ipaddress.IPv4Address(packed) if len(packed) == 4 else ipaddress.IPv6Address(packed)
+    except (OSError, ValueError):
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip if IP_FAMILY[ip.version] == family else None

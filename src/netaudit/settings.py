@@ -3,7 +3,8 @@ command line and the pytest plugin so both resolve the same way.
 
 Resolution of the allowlist: an explicit path (the flag), then ``allowlist`` in
 ``[tool.netaudit]`` (relative to that pyproject.toml), then ``netaudit.yaml`` in the current
-directory, then the built-in rules only.
+directory, then (under pytest) ``netaudit.yaml`` in pytest's rootdir, then the built-in rules
+only.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union, cast
+from typing import IO, TYPE_CHECKING, Any, Union, cast
 
-from . import BLOCK_ERRNO_CHOICES, IO_URING_CHOICES
+from . import BLOCK_ERRNO_CHOICES, IO_URING_CHOICES, IO_URING_DEFAULT
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -36,6 +38,7 @@ KEYS: dict[str, type] = {
     "block": bool,
     "block_errno": str,
     "fail_tests": bool,
+    "keep_trace": str,
 }
 
 Value = Union[bool, str]
@@ -150,8 +153,14 @@ def load_project_config(pyproject: Path | None) -> ProjectConfig:
     return ProjectConfig(path=pyproject, values=tuple(values), lines=tuple(lines))
 
 
-def resolve_allowlist(flag: str | None, config: ProjectConfig, cwd: Path) -> AllowlistChoice:
-    """Applies the resolution order; the file itself is checked when it is loaded."""
+def resolve_allowlist(
+    flag: str | None, config: ProjectConfig, cwd: Path, rootdir: Path | None = None
+) -> AllowlistChoice:
+    """Applies the resolution order; the file itself is checked when it is loaded.
+
+    ``rootdir`` is pytest's: a suite run from a subfolder (``cd tests/sub && pytest``) keeps
+    the project's netaudit.yaml, so verdicts do not change with where one stands.
+    """
     if flag is not None:
         return AllowlistChoice((cwd / flag).resolve(), "command line")
     configured = config.path_value("allowlist")
@@ -162,27 +171,44 @@ def resolve_allowlist(flag: str | None, config: ProjectConfig, cwd: Path) -> All
     default = cwd / DEFAULT_ALLOWLIST
     if default.is_file():
         return AllowlistChoice(default.resolve(), "netaudit.yaml in the current directory")
+    if rootdir is not None and (rootdir / DEFAULT_ALLOWLIST).is_file():
+        why = "netaudit.yaml in pytest's rootdir; none in the current directory"
+        return AllowlistChoice((rootdir / DEFAULT_ALLOWLIST).resolve(), why)
     return AllowlistChoice(None, "built-in")
 
 
-def check_report_path(report: Path, setting: tuple[str, int | None] | None = None) -> None:
-    """A report path that cannot be written is an error before the run, not after it.
+def check_report_path(
+    report: Path, setting: tuple[str, int | None] | None = None, what: str = "report"
+) -> None:
+    """A report path (or another file the run writes: ``what`` names its setting) that cannot
+    be written is an error before the run, not after it. Missing folders are not:
+    ``write_report`` makes them, as ``--junitxml`` does.
 
     ``setting`` is the pyproject.toml file and line that named it, when one did: the error
     then points there, at the mistake, and names the path in its message.
     """
     folder = report.parent
+    noun = what.replace("_", " ")
+    existing = next((f for f in (folder, *folder.parents) if f.exists()), folder)
     problem = ""
     if report.is_dir():
-        problem = "the report path is a folder; give a file name"
-    elif not folder.is_dir():
-        problem = f"the report's folder does not exist: {folder}"
-    elif not os.access(report if report.exists() else folder, os.W_OK):
-        problem = "the report cannot be written here (permission denied)"
+        problem = f"the {noun} path is a folder; give a file name"
+    elif not existing.is_dir():
+        problem = f"{existing} is a file, so the {noun}'s folder cannot be made there"
+    elif not os.access(report if report.exists() else existing, os.W_OK):
+        problem = f"the {noun} cannot be written here (permission denied)"
     if problem and setting is not None:
-        raise ConfigError(f"report = {str(report)!r}: {problem}", *setting)
+        raise ConfigError(f"{what} = {str(report)!r}: {problem}", *setting)
     if problem:
         raise ConfigError(problem, str(report))
+
+
+def write_report(report: Path, write: Callable[[IO[str]], None]) -> None:
+    """Writes a report as ``write`` writes it to the open file (as a stream: a report can be
+    big), making its missing folders first (raises OSError)."""
+    report.parent.mkdir(parents=True, exist_ok=True)
+    with open(report, "w", encoding="utf-8") as file:
+        write(file)
 
 
 def _line_of(text: str, key: str | None) -> int | None:
@@ -221,8 +247,11 @@ class Settings:
     report_setting: tuple[str, int | None] | None = None
     #: With --junitxml: a failure entry on each test whose own calls were violations.
     junit_failures: bool = False
-    #: io_uring: "report" its use as an incomplete audit, or "deny" it (ENOSYS).
-    io_uring: str = "report"
+    #: io_uring: "deny" it (ENOSYS), or "report" its use as an incomplete audit.
+    io_uring: str = IO_URING_DEFAULT
+    #: Where to keep the raw strace log, to replay it with ``netaudit analyze``.
+    keep_trace: Path | None = None
+    keep_trace_setting: tuple[str, int | None] | None = None
     #: Block mode: every call the allowlist does not allow fails before anything is sent,
     #: with ``block_errno`` (docs/pytest-plugin.md, "Block mode"). Implies ``fail_tests`` and
     #: io_uring "deny".
@@ -232,8 +261,11 @@ class Settings:
     fail_tests: bool = False
 
     def check_report(self) -> None:
+        """The files the run will write (the report, the kept trace) can be written."""
         if self.report is not None:
             check_report_path(self.report, self.report_setting)
+        if self.keep_trace is not None:
+            check_report_path(self.keep_trace, self.keep_trace_setting, "keep_trace")
 
     def to_wire(self) -> dict[str, Any]:
         """What a supervisor needs to judge a run's calls after the run's own report."""
@@ -269,16 +301,19 @@ def resolve(
     config: ProjectConfig | None = None,
     junit_failures: bool | None = None,
     io_uring: str | None = None,
+    keep_trace: str | None = None,
+    rootdir: Path | None = None,
     block: bool | None = None,
     block_errno: str | None = None,
     fail_tests: bool | None = None,
 ) -> Settings:
-    """Resolves flags (None = not given) against ``config`` (default: the nearest pyproject)."""
+    """Resolves flags (None = not given) against ``config`` (default: the nearest pyproject);
+    ``rootdir`` is pytest's, where the plugin also looks for netaudit.yaml."""
     if config is None:
         config = load_project_config(find_pyproject(cwd))
     blocking = block if block is not None else bool(config.get("block"))
     return Settings(
-        allowlist=resolve_allowlist(allowlist, config, cwd),
+        allowlist=resolve_allowlist(allowlist, config, cwd, rootdir),
         verbose=verbose if verbose is not None else bool(config.get("verbose")),
         report=(cwd / report).resolve() if report else config.path_value("report"),
         report_setting=None if report else config.where("report"),
@@ -292,6 +327,8 @@ def resolve(
         io_uring=_blocking_io_uring(io_uring, config)
         if blocking
         else (io_uring if io_uring is not None else _io_uring(config)),
+        keep_trace=(cwd / keep_trace).resolve() if keep_trace else config.path_value("keep_trace"),
+        keep_trace_setting=None if keep_trace else config.where("keep_trace"),
         block=blocking,
         block_errno=block_errno if block_errno is not None else _block_errno(config),
         fail_tests=blocking
@@ -329,7 +366,7 @@ def _block_errno(config: ProjectConfig) -> str:
 def _io_uring(config: ProjectConfig) -> str:
     value = config.get("io_uring")
     if value is None:
-        return "report"
+        return IO_URING_DEFAULT
     if value not in IO_URING_CHOICES:
         choices = " or ".join(repr(choice) for choice in IO_URING_CHOICES)
         raise ConfigError(

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .attribute import Attributed, Lineage
     from .audit import Folder
     from .block import Blocker
-    from .model import Destination, Finding, Mark
+    from .model import Mark
     from .parse import Parser
     from .policy import TestPolicy
     from .protocol import Ask, Hello, Message, RunAudit, TableEntry, Welcome
@@ -97,6 +97,7 @@ class Supervisor:
         *,
         names: bool = False,
         io_uring: str = "report",
+        keep_trace: str | os.PathLike[str] | None = None,
         block: BlockPlan | None = None,
     ) -> None:
         self.tracer = tracer
@@ -122,6 +123,7 @@ class Supervisor:
             strace_nice=STRACE_NICE,
             names=names,
             io_uring=io_uring,
+            keep=keep_trace,
             block=shim_end,
         )
         #: Notices for the user (a kernel without WAIT_KILLABLE_RECV), said after the run.
@@ -525,9 +527,7 @@ class Supervisor:
                     if self._consumed
                     else "the run's end marker never reached the trace"
                 )
-            return self._named(
-                run, pipe.folder.destinations(run), pipe.folder.findings(run), problem
-            )
+            return self._named(run, pipe.folder, problem)
 
     def audit_of_test(self, ask: Ask) -> RunAudit:
         """What one test did so far: the log read to its end as it was when the test asked
@@ -540,27 +540,24 @@ class Supervisor:
             self._cond.wait_for(lambda: self._consumed or self._caught_up > asked)
             pipe = self._piped()
             problem = self._failure or tampered(pipe.parser.stats.foreign)
-            destinations = [d for d in pipe.folder.destinations(ask.run) if d.test == key]
-            findings = [f for f in pipe.folder.findings(ask.run) if f.test == key]
-            return self._named(ask.run, destinations, findings, problem)
+            return self._named(ask.run, pipe.folder, problem, key)
 
-    def _named(
-        self,
-        run: str,
-        destinations: Sequence[Destination],
-        findings: Sequence[Finding],
-        problem: str,
-    ) -> RunAudit:
-        """Test keys replaced by nodeids.
+    def _named(self, run: str, folder: Folder, problem: str, test: str | None = None) -> RunAudit:
+        """The run's part of ``folder`` (only test key ``test``'s, if given), with test keys
+        replaced by nodeids; destinations that then fall together are merged.
 
         A run sends its table before it asks, on the same connection; an xdist worker's
         lines come on the worker's own, which may still be read when the controller asks: a
         key still unknown is waited for while a connection of the run is still open (a
         worker is gone by then; ``_NAME_WAIT`` bounds a worker that a test stopped).
+
+        Many destinations stay on disk, in the folder's private directory: the answer holds
+        their path (see spill.Spilled), which the run reads before the session ends.
         """
         entry = self._runs[run]
         tests = entry.tests
-        wanted = {d.test for d in destinations} | {f.test for f in findings}
+        findings = [f for f in folder.findings(run) if test is None or f.test == test]
+        wanted = {*folder.tests(run), *(f.test for f in findings)} if test is None else {test}
         keys = {key for key in wanted if key not in (SESSION, "")}
         self._cond.wait_for(
             lambda: entry.talking <= 1 or all(_split(key) in tests for key in keys),
@@ -568,21 +565,14 @@ class Supervisor:
         )
         from dataclasses import replace
 
-        from .audit import merge
+        from . import spill
         from .protocol import RunAudit
 
         names = {key: tests.get(_split(key), (f"<unnamed test {key}>", ""))[0] for key in keys}
-        names[SESSION] = SESSION
-        names[""] = ""
-        folded: dict[tuple[object, ...], Destination] = {}
-        for d in destinations:
-            d = replace(d, test=names.get(d.test, d.test))
-            where = (d.test, d.endpoint, d.raw, d.after_test)  # a DNS query's raw names it
-            folded[where] = merge(folded[where], d) if where in folded else d
-        calls = sum(d.count for d in destinations)
-        unparsed = sum(d.count for d in destinations if d.endpoint is None)
+        destinations = folder.destinations(run, names, test)
+        calls, unparsed = spill.calls(destinations)
         return RunAudit(
-            destinations=tuple(folded.values()),
+            destinations=destinations,
             findings=tuple(replace(f, test=names.get(f.test, f.test)) for f in findings),
             # The parser's own counts are written back only when its stream ends.
             stats=replace(
@@ -604,10 +594,9 @@ class Supervisor:
                 late = pipe.late
                 cut = self._holed and not self._holed_served
                 problem = tampered(foreign - self._foreign_served, cut)
-                return self._named(run, late.destinations(run), late.findings(run), problem), False
+                return self._named(run, late, problem), False
             problem = self._failure or tampered(foreign, self._holed)
-            whole = pipe.folder
-            return self._named(run, whole.destinations(run), whole.findings(run), problem), True
+            return self._named(run, pipe.folder, problem), True
 
     def _piped(self) -> _Pipeline:
         """The reader's pipeline; an empty one if the reader failed before it made its own

@@ -333,9 +333,16 @@ class TracedRun:
         strace_nice: int | None = None,
         names: bool = False,
         io_uring: str = "report",
+        keep: str | os.PathLike[str] | None = None,
         block: tuple[int, bytes] | None = None,
     ) -> None:
         self.tracer = tracer
+        #: Where the log goes when the run is over (instead of being removed with the
+        #: private dir), to be replayed with ``netaudit analyze``.
+        self.keep = keep
+        #: Where it went, or why it could not (the run itself is not failed for that).
+        self.kept: str | None = None
+        self.keep_error = ""
         #: Block mode: the descriptor the shim hands the filter's listener over on, and the
         #: filter (seccomp.egress_program). The descriptor is closed here once strace has it.
         self.block = block
@@ -377,8 +384,29 @@ class TracedRun:
             self._stop()
         finally:
             if self._dir is not None:
-                shutil.rmtree(self._dir, ignore_errors=True)
-                self._dir = None
+                try:
+                    self._keep_log()
+                finally:
+                    shutil.rmtree(self._dir, ignore_errors=True)
+                    self._dir = None
+
+    def _keep_log(self) -> None:
+        """Moves the log out of the private dir to ``keep`` (copies it across file systems),
+        on every way out that left a log."""
+        log = self.log_path
+        if self.keep is None or not os.path.exists(log):
+            return
+        target = os.fspath(self.keep)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+            try:
+                os.replace(log, target)
+            except OSError:  # another file system: copied, then removed with the dir
+                shutil.copyfile(log, target)
+            os.chmod(target, 0o600)  # a trace names every destination: the owner's alone
+            self.kept = target
+        except OSError as err:
+            self.keep_error = f"cannot keep the trace in {target}: {err.strerror or err}"
 
     @property
     def log_path(self) -> str:

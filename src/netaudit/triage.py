@@ -10,20 +10,26 @@ trip through our own loader is tested in tests/unit/test_triage.py.
 
 from __future__ import annotations
 
+import collections
+import io
+import itertools
 import json
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Any, Optional, overload
 
 import yaml
 
+from . import spill
 from .audit import judge
 from .errors import InputError
-from .model import Destination, Endpoint, Verdict
+from .jsonstream import Reader
+from .model import Destination, Destinations, Endpoint, Verdict
 from .render import json as json_report
 from .render.suggest import ExactRule, exact_rule, printable
 from .rules import Allowlist, ip_of
+from .spill import Grouping, Scratch, collect
 
 #: The schema versions of the JSON report this module reads.
 READS = frozenset({1})
@@ -43,7 +49,8 @@ class ReportError(InputError):
 @dataclass(frozen=True)
 class Report:
     path: str
-    destinations: tuple[Destination, ...]
+    #: Kept on disk when there are many (see spill).
+    destinations: Destinations
 
 
 @dataclass(frozen=True)
@@ -77,26 +84,28 @@ class Evidence:
         return f"{self.endpoint.family} {self.endpoint}"
 
 
-@dataclass
-class _Merged:
-    endpoint: Endpoint | None
-    raw: str
-    calls: int = 0
-    reports: set[int] = field(default_factory=set)
-    tests: set[str] = field(default_factory=set)
-    programs: set[str] = field(default_factory=set)
-    where: set[str] = field(default_factory=set)
-    names: set[str] = field(default_factory=set)
-    queries: set[str] = field(default_factory=set)
-    blocked: int = 0
-
-
 def load_report(path: str | os.PathLike[str]) -> Report:
-    """A JSON report of ``netaudit run --report`` or ``pytest --netaudit-report``."""
+    """A JSON report of ``netaudit run --report`` or ``pytest --netaudit-report``, read as a
+    stream: its destinations are kept on disk when there are many (see spill)."""
     source = os.fspath(path)
+    head: dict[str, Any] = {}
+    destinations: Destinations | None = None
     try:
         with open(source, encoding="utf-8") as file:
-            document = json.load(file)
+            reader = Reader(file)
+            if reader.peek() != "{":
+                head = {"document": reader.value()}  # JSON, but no report
+            else:
+                for key in reader.members():
+                    if key in ("destinations", "violations") and reader.peek() == "[":
+                        items = (_item(source, i, item) for i, item in enumerate(reader.items()))
+                        if key == "destinations":
+                            destinations = collect(items)
+                        else:
+                            collections.deque(items, maxlen=0)  # read past: derived data
+                    else:
+                        head[key] = reader.value()
+            reader.end()
     except OSError as err:
         raise ReportError(f"{source}: cannot read the report: {err.strerror or err}") from None
     except UnicodeDecodeError:
@@ -106,30 +115,30 @@ def load_report(path: str | os.PathLike[str]) -> Report:
             f"{source}:{err.lineno}: not JSON ({err.msg}); name a report written by "
             "netaudit run --report or pytest --netaudit-report"
         ) from None
-    if not isinstance(document, dict) or document.get("schema") != json_report.SCHEMA:
+    if head.get("schema") != json_report.SCHEMA:
         raise ReportError(
             f'{source}: not a netaudit report (no "schema": "{json_report.SCHEMA}"); name a '
             "report written by netaudit run --report or pytest --netaudit-report"
         )
-    version = document.get("schema_version")
+    version = head.get("schema_version")
     if version not in READS:
         known = ", ".join(str(v) for v in sorted(READS))
         raise ReportError(
             f"{source}: report schema version {version!r} is not one this netaudit reads "
             f"({known}); triage it with the netaudit version that wrote it, or a newer one"
         )
-    items = document.get("destinations")
-    if not isinstance(items, list):
+    if destinations is None:
         raise ReportError(f'{source}: "destinations" is not a list; the report is damaged')
-    destinations = []
-    for index, item in enumerate(items):
-        try:
-            destinations.append(_destination(item))
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise ReportError(
-                f"{source}: destinations[{index}] is damaged ({err!r}); write the report again"
-            ) from None
-    return Report(source, tuple(destinations))
+    return Report(source, destinations)
+
+
+def _item(source: str, index: int, item: Any) -> Destination:
+    try:
+        return _destination(item)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ReportError(
+            f"{source}: destinations[{index}] is damaged ({err!r}); write the report again"
+        ) from None
 
 
 def _destination(item: dict[str, Any]) -> Destination:
@@ -155,13 +164,16 @@ def _destination(item: dict[str, Any]) -> Destination:
     )
 
 
-def undeclared(reports: Sequence[Report], allowlist: Allowlist | None = None) -> list[Evidence]:
+def undeclared(reports: Sequence[Report], allowlist: Allowlist | None = None) -> Sequence[Evidence]:
     """Every destination no rule allowed, merged across reports, in the suggested rules' order.
 
     With ``allowlist``, each report is judged again with it (what it allows is left out);
-    without, each report's own verdicts stand.
+    without, each report's own verdicts stand. Merged in bounded memory (spill.Grouping):
+    when there are many, they are read back from disk at each pass.
     """
-    merged: dict[Endpoint | str, _Merged] = {}
+    scratch = Scratch()
+    grouping: Grouping[_Key, _Merged] = Grouping(_merged, scratch)
+    seen = 0
     for index, report in enumerate(reports):
         destinations: Iterable[Destination] = report.destinations
         if allowlist is not None:
@@ -169,35 +181,93 @@ def undeclared(reports: Sequence[Report], allowlist: Allowlist | None = None) ->
         for d in destinations:
             if d.verdict.allowed:
                 continue
-            key: Endpoint | str = d.endpoint if d.endpoint is not None else d.raw
-            entry = merged.setdefault(key, _Merged(d.endpoint, d.raw))
-            entry.calls += d.count
-            entry.blocked += d.blocked
-            entry.reports.add(index)
-            if d.test:
-                entry.tests.add(d.test)
-            entry.programs.update(d.programs)
-            entry.where.update(d.where)
-            entry.names.update(d.names)
-            if d.query is not None:
-                entry.queries.add(" ".join(d.query))
-    found = [
-        Evidence(
-            m.endpoint,
-            m.raw,
-            m.calls,
-            len(m.reports),
-            tuple(sorted(m.tests)),
-            tuple(sorted(m.programs)),
-            tuple(sorted(m.where)),
-            _routable(m.endpoint),
-            tuple(sorted(m.names)),
-            tuple(sorted(m.queries)),
-            m.blocked,
-        )
-        for m in merged.values()
-    ]
-    return sorted(found, key=_order)
+            e, query = d.endpoint, d.query
+            key = (None, "", None, "", d.raw) if e is None else (
+                e.family, e.address, e.port, e.scope_id, "")  # fmt: skip
+            test = (d.test,) if d.test else ()
+            queries = (" ".join(query),) if query is not None else ()
+            value = (seen, d.raw, d.count, d.blocked, (index,), test, d.programs, d.where)
+            grouping.add(key, (*value, d.names, queries))
+            seen += 1
+    if not grouping.spilled:
+        return [_evidence_of(key, value) for key, value in grouping.grouped(_order_of)]
+    path = scratch.new("undeclared")
+    count = spill.append(path, grouping.grouped(_order_of))
+    grouping.discard()
+    return _OnDisk(path, count, scratch)
+
+
+#: An undeclared destination's key while merging: family (None: unparsed), address, port,
+#: scope, and an unparsed line's text.
+_Key = tuple[Optional[str], str, Optional[int], str, str]
+#: What is merged: first seen, the first one's raw, calls, blocked calls, then report indexes,
+#: tests, programs, sites, names, DNS queries, each a sorted tuple.
+_Merged = tuple[Any, ...]
+
+
+def _merged(a: _Merged, b: _Merged) -> _Merged:
+    if b[0] < a[0]:
+        a, b = b, a
+    return (
+        a[0],
+        a[1],
+        a[2] + b[2],
+        a[3] + b[3],
+        *(x if x == y else tuple(sorted({*x, *y})) for x, y in zip(a[4:], b[4:])),
+    )
+
+
+def _evidence_of(key: _Key, value: _Merged) -> Evidence:
+    family, address, port, scope, raw = key
+    endpoint = None if family is None else Endpoint(family, address, port, scope)
+    _, first_raw, calls, blocked, reports, tests, programs, where, names, queries = value
+    return Evidence(
+        endpoint,
+        first_raw if endpoint is not None else raw,
+        calls,
+        len(reports),
+        tests,
+        programs,
+        where,
+        _routable(endpoint),
+        names,
+        queries,
+        blocked,
+    )
+
+
+def _order_of(item: tuple[_Key, _Merged]) -> tuple[Any, ...]:
+    """The suggested rules' order, then first seen: no two are equal."""
+    return (*_order(_evidence_of(*item)), item[1][0])
+
+
+class _OnDisk(Sequence[Evidence]):
+    """Undeclared destinations too many for memory, read back from disk at each pass
+    (indexing reads from the start: iterate instead)."""
+
+    def __init__(self, path: str, count: int, scratch: Scratch) -> None:
+        self._path = path
+        self._count = count
+        self._scratch = scratch  # kept alive for as long as this is
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Evidence]:
+        return (_evidence_of(key, value) for key, value in spill.read(self._path))
+
+    @overload
+    def __getitem__(self, index: int) -> Evidence: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Evidence]: ...
+
+    def __getitem__(self, index: int | slice) -> Evidence | Sequence[Evidence]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        if not -self._count <= index < self._count:
+            raise IndexError(index)
+        return next(itertools.islice(self, index % self._count, None))
 
 
 def _routable(endpoint: Endpoint | None) -> bool | None:
@@ -217,28 +287,44 @@ def _order(e: Evidence) -> tuple[int, tuple[object, ...], str]:
 
 
 def to_yaml(
-    found: Sequence[Evidence], runs: int, header: Sequence[str], review: bool = False
+    found: Iterable[Evidence], runs: int, header: Sequence[str], review: bool = False
 ) -> str:
-    """An allowlist with one exact rule per destination and its evidence in comments above it.
+    """What ``write_yaml`` writes, as a string."""
+    out = io.StringIO()
+    write_yaml(found, runs, header, out, review)
+    return out.getvalue()
+
+
+def write_yaml(
+    found: Iterable[Evidence], runs: int, header: Sequence[str], out: IO[str], review: bool = False
+) -> None:
+    """An allowlist with one exact rule per destination and its evidence in comments above it,
+    written as it goes (``found`` in ``undeclared``'s order: rules first).
 
     ``review`` (a baseline) prefixes each rule's name with REVIEW_PREFIX and adds a
     ``# review:`` comment: nothing in it has been looked at yet.
     """
-    lines = [f"# {line}" if line else "#" for line in header]
-    rules: list[str] = []
-    unexpressible: list[str] = []
+    out.write("".join(f"# {line}\n" if line else "#\n" for line in header))
+    out.write("version: 1\n")
+    started = unexpressible = False
     written: set[str] = set()
     for e in found:
         rule = e.rule()
         comments = _evidence(e, runs)
+        if not started:
+            out.write("allowlist:\n" if isinstance(rule, tuple) else "allowlist: []\n")
+            started = True
         if not isinstance(rule, tuple):
+            if not unexpressible:
+                out.write("#\n# Undeclared, and no rule can allow exactly these:\n")
+                unexpressible = True
             reason = rule or "strace's line could not be parsed, so no rule can allow it"
-            unexpressible += [f"#   {line}" for line in comments] + [f"#     {reason}"]
+            out.write("".join(f"#   {line}\n" for line in comments) + f"#     {reason}\n")
             continue
         _, fields, shown = rule
         if shown in written:  # a second address of one host name: its rule is already there
-            rules += [f"  # {line}" for line in comments]
-            rules.append(f"  #   allowed by the rule for {printable(shown)}")
+            out.write("".join(f"  # {line}\n" for line in comments))
+            out.write(f"  #   allowed by the rule for {printable(shown)}\n")
             continue
         written.add(shown)
         if review:
@@ -247,12 +333,10 @@ def to_yaml(
         dumped = yaml.safe_dump(
             [{"name": name, **fields}], sort_keys=False, allow_unicode=False, width=1 << 20
         )
-        rules += [f"  # {line}" for line in comments]
-        rules += [f"  {line}" for line in dumped.splitlines()]
-    lines += ["version: 1", "allowlist:" if rules else "allowlist: []", *rules]
-    if unexpressible:
-        lines += ["#", "# Undeclared, and no rule can allow exactly these:", *unexpressible]
-    return "\n".join(lines) + "\n"
+        out.write("".join(f"  # {line}\n" for line in comments))
+        out.write("".join(f"  {line}\n" for line in dumped.splitlines()))
+    if not started:
+        out.write("allowlist: []\n")
 
 
 def _evidence(e: Evidence, runs: int) -> list[str]:
@@ -280,41 +364,58 @@ def _named(names: Sequence[str]) -> str:
     return shown + (f", +{len(names) - MAX_NAMED} more" if len(names) > MAX_NAMED else "")
 
 
-def to_json(found: Sequence[Evidence], reports: Sequence[str]) -> str:
-    """The triage as a JSON document: the evidence, and each destination's exact rule."""
-    items = []
-    for e in found:
-        rule = e.rule()
-        items.append(
-            {
-                "family": e.endpoint.family if e.endpoint is not None else _UNPARSED,
-                "address": e.endpoint.address if e.endpoint is not None else None,
-                "port": e.endpoint.port if e.endpoint is not None else None,
-                "scope_id": e.endpoint.scope_id or None if e.endpoint is not None else None,
-                "display": str(e.endpoint) if e.endpoint is not None else e.raw,
-                "raw": e.raw or None,
-                "calls": e.calls,
-                "blocked": e.blocked,
-                "runs": e.runs,
-                "tests": list(e.tests),
-                "programs": list(e.programs),
-                "where": list(e.where),
-                "names": list(e.names),
-                "queries": list(e.queries),
-                "globally_routable": e.routable,
-                "rule": dict(rule[1]) if isinstance(rule, tuple) else None,
-                "no_rule": None
-                if isinstance(rule, tuple)
-                else rule or "strace's line could not be parsed",
-            }
-        )
-    document = {
+def to_json(found: Iterable[Evidence], reports: Sequence[str]) -> str:
+    """What ``write_json`` writes, as a string."""
+    out = io.StringIO()
+    write_json(found, reports, out)
+    return out.getvalue()
+
+
+def write_json(found: Iterable[Evidence], reports: Sequence[str], out: IO[str]) -> None:
+    """The triage as a JSON document (the evidence, and each destination's exact rule),
+    written as it goes; the same text as ``json.dumps(document, indent=1)``."""
+    head = {
         "schema": TRIAGE_SCHEMA,
         "schema_version": TRIAGE_SCHEMA_VERSION,
         "reports": list(reports),
-        "undeclared": items,
     }
-    return json.dumps(document, indent=1) + "\n"
+    out.write("{\n")
+    for key, value in head.items():
+        out.write(f" {json.dumps(key)}: {_nested(value, 1)},\n")
+    out.write(' "undeclared": [')
+    separator = "\n  "
+    for e in found:
+        out.write(separator + _nested(_triaged(e), 2))
+        separator = ",\n  "
+    out.write("]\n}\n" if separator == "\n  " else "\n ]\n}\n")
+
+
+def _nested(value: object, depth: int) -> str:
+    """``value`` as ``json.dumps(..., indent=1)`` writes it ``depth`` levels down."""
+    return json.dumps(value, indent=1).replace("\n", "\n" + " " * depth)
+
+
+def _triaged(e: Evidence) -> dict[str, Any]:
+    rule = e.rule()
+    return {
+        "family": e.endpoint.family if e.endpoint is not None else _UNPARSED,
+        "address": e.endpoint.address if e.endpoint is not None else None,
+        "port": e.endpoint.port if e.endpoint is not None else None,
+        "scope_id": e.endpoint.scope_id or None if e.endpoint is not None else None,
+        "display": str(e.endpoint) if e.endpoint is not None else e.raw,
+        "raw": e.raw or None,
+        "calls": e.calls,
+        "blocked": e.blocked,
+        "runs": e.runs,
+        "tests": list(e.tests),
+        "programs": list(e.programs),
+        "where": list(e.where),
+        "names": list(e.names),
+        "queries": list(e.queries),
+        "globally_routable": e.routable,
+        "rule": dict(rule[1]) if isinstance(rule, tuple) else None,
+        "no_rule": None if isinstance(rule, tuple) else rule or "strace's line could not be parsed",
+    }
 
 
 def triage_header(found: Sequence[Evidence], reports: Sequence[str]) -> list[str]:

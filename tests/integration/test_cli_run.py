@@ -283,15 +283,18 @@ def test_the_bundled_example_shows_each_kind_of_finding(netns: Netns, tmp_path: 
 
 
 def test_a_command_that_kills_its_tracer_fails_the_audit(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
     code = (
         "import os, signal, time\n"
+        f"open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
         "status = open('/proc/self/status').read().split('TracerPid:')[1].split()[0]\n"
         "os.kill(int(status), signal.SIGKILL)\n"
-        "time.sleep(3)\n"  # still running when netaudit sees strace gone
+        "time.sleep(3600)\n"  # still running when netaudit sees strace gone, until it ends it
     )
     done = netaudit("run", "--", PY, "-c", code, cwd=tmp_path)
     assert done.returncode == EXIT_INCOMPLETE, done.stderr
     assert "strace was killed (SIGKILL)" in done.stderr
+    assert not alive(int(pidfile.read_text()))
 
 
 def test_a_daemon_left_behind_is_ended_and_reported(tmp_path: Path) -> None:
@@ -343,7 +346,7 @@ def test_an_interrupted_run_says_so(tmp_path: Path) -> None:
         "import os, signal, time\n"
         "strace = open(f'/proc/{os.getppid()}/stat').read().rsplit(')', 1)[1].split()\n"
         "os.kill(int(strace[1]), signal.SIGTERM)\n"
-        "time.sleep(5)\n"
+        "time.sleep(3600)\n"  # until the SIGTERM netaudit passes on ends it
     )
     done = netaudit("run", "--", PY, "-c", code, cwd=tmp_path)
     assert done.returncode == 143, done.stderr
@@ -362,3 +365,33 @@ def test_a_command_that_kills_its_tracer_and_exits_at_once_fails_the_audit(
 def test_a_command_killed_by_sigkill_passes_its_status_through(tmp_path: Path) -> None:
     done = netaudit("run", "--", "sh", "-c", "kill -9 $$", cwd=tmp_path)
     assert done.returncode == 128 + 9, done.stderr
+
+
+def verdicts(report: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Each destination with its verdict and evidence, as a run's report and a replay's share
+    them (the replay knows no command, and names the log instead)."""
+    keys = ("test", "family", "address", "port", "raw", "verdict", "rule", "count", "pids",
+            "programs", "syscalls", "results")  # fmt: skip
+    return sorted(tuple(json.dumps(d[key]) for key in keys) for d in report["destinations"])
+
+
+def test_a_kept_trace_replays_to_the_verdicts_of_the_run(netns: Netns, tmp_path: Path) -> None:
+    (tmp_path / "allow.yaml").write_text(
+        "version: 1\nallowlist:\n  - name: docs\n    family: AF_INET\n    cidr: 192.0.2.0/25\n"
+    )
+    scratch, env = private_tmp(tmp_path)
+    options = ("--allowlist", "allow.yaml")
+    done = netaudit(
+        "run", *options, "--report", "run.json", "--keep-trace", "kept.log",
+        "--", PY, "-c", EVERY_WAY_OUT, cwd=tmp_path, netns=netns, env=env,
+    )  # fmt: skip
+    assert done.returncode == EXIT_VIOLATIONS, done.stderr
+    assert "the trace is kept; replay it with: netaudit analyze" in done.stderr
+    assert list(scratch.iterdir()) == []  # the private dir went, the log was moved out
+    replay = netaudit("analyze", *options, "--report", "replay.json", "kept.log", cwd=tmp_path)
+    assert replay.returncode == 1, replay.stderr
+    run, replayed = (
+        json.loads((tmp_path / name).read_text()) for name in ("run.json", "replay.json")
+    )
+    assert verdicts(replayed) == verdicts(run)
+    assert {d["rule"] for d in run["destinations"]} == {None, "docs", "loopback (IPv4)"}

@@ -18,8 +18,9 @@ from tests.runner import netaudit
 pytestmark = pytest.mark.strace
 
 
-def test_an_io_uring_makes_the_audit_incomplete(netns: Netns, tmp_path: Path) -> None:
-    done = netaudit("run", "--", str(build("uring.c", tmp_path)), cwd=tmp_path, netns=netns)
+def test_an_io_uring_makes_the_audit_incomplete_when_reported(netns: Netns, tmp_path: Path) -> None:
+    program = str(build("uring.c", tmp_path))
+    done = netaudit("run", "--io-uring", "report", "--", program, cwd=tmp_path, netns=netns)
     assert done.returncode == EXIT_INCOMPLETE, done.stderr
     assert "netaudit: audit incomplete: io_uring used by pid " in done.stderr
     assert "(uring)" in done.stderr
@@ -71,26 +72,28 @@ def report_of(cwd: Path) -> dict[str, Any]:
     return loaded
 
 
-def test_an_io_uring_connect_is_invisible_and_fails_the_audit_by_default(
+def test_an_io_uring_connect_is_invisible_and_fails_the_audit_when_reported(
     netns: Netns, tmp_path: Path
 ) -> None:
     # The connect goes through the ring: strace shows only io_uring_setup, never the address.
     program = str(build("uring_connect.c", tmp_path))
     done = netaudit(
-        "run", "--report", "r.json", "--", program, EXTERNAL_V4, "443", cwd=tmp_path, netns=netns
-    )
+        "run", "--io-uring", "report", "--report", "r.json", "--", program, EXTERNAL_V4, "443",
+        cwd=tmp_path, netns=netns,
+    )  # fmt: skip
     assert "io_uring enter=1" in done.stdout, done.stdout + done.stderr
     assert done.returncode == EXIT_INCOMPLETE, done.stderr
     assert "netaudit: audit incomplete: io_uring used by pid " in done.stderr
     assert [d["display"] for d in report_of(tmp_path)["destinations"]] == []
 
 
+@pytest.mark.parametrize("flag", [[], ["--io-uring", "deny"]], ids=["default", "flag"])
 def test_io_uring_deny_makes_the_program_fall_back_to_a_connect_that_is_judged(
-    netns: Netns, tmp_path: Path
+    netns: Netns, tmp_path: Path, flag: list[str]
 ) -> None:
     program = str(build("uring_connect.c", tmp_path))
     done = netaudit(
-        "run", "--io-uring", "deny", "--report", "r.json", "--", program, EXTERNAL_V4, "443",
+        "run", *flag, "--report", "r.json", "--", program, EXTERNAL_V4, "443",
         cwd=tmp_path, netns=netns,
     )  # fmt: skip
     assert f"fallback setup_errno={errno.ENOSYS}" in done.stdout, done.stdout + done.stderr
@@ -102,10 +105,13 @@ def test_io_uring_deny_makes_the_program_fall_back_to_a_connect_that_is_judged(
     ]
 
 
-def test_io_uring_deny_can_be_set_in_pyproject(netns: Netns, tmp_path: Path) -> None:
-    (tmp_path / "pyproject.toml").write_text('[tool.netaudit]\nio_uring = "deny"\n')
+@pytest.mark.parametrize(("setting", "status"), [("report", EXIT_INCOMPLETE), ("deny", 0)])
+def test_io_uring_can_be_set_in_pyproject(
+    netns: Netns, tmp_path: Path, setting: str, status: int
+) -> None:
+    (tmp_path / "pyproject.toml").write_text(f'[tool.netaudit]\nio_uring = "{setting}"\n')
     done = netaudit("run", "--", str(build("uring.c", tmp_path)), cwd=tmp_path, netns=netns)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == status, done.stderr
 
 
 def test_an_unknown_io_uring_setting_is_refused_at_its_line(tmp_path: Path) -> None:

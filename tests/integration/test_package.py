@@ -101,7 +101,10 @@ def test_each_distribution_installs_into_a_fresh_venv_and_runs(
     assert package.is_relative_to(tmp_path / "venv"), where.stderr
     assert (package / "py.typed").is_file()
     plugin = subprocess.check_output([str(python), "-c", ENTRY_POINT], text=True)
-    assert json.loads(plugin) == {"netaudit": "netaudit.pytest_plugin"}
+    assert json.loads(plugin) == {
+        "netaudit": "netaudit.pytest_plugin",
+        "netaudit_options": "netaudit.pytest_plugin.always",
+    }
     schema = subprocess.check_output([netaudit, "schema"], text=True, cwd=tmp_path)
     assert json.loads(schema)["title"]  # package data (the schema) is in the distribution
     # The start hook: its .pth file at the top of site-packages, and its module beside it;

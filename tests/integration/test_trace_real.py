@@ -52,8 +52,9 @@ def runner(cmd: Sequence[str], *, kill_grace: float = 5.0) -> list[str]:
     return [PY, "-c", RUNNER, json.dumps({"cmd": list(cmd), "kill_grace": kill_grace})]
 
 
-def gone(pid: int, timeout: float = 5.0) -> bool:
-    """Whether ``pid`` has ended (a zombie waiting for init to reap it counts as ended)."""
+def gone(pid: int, timeout: float = 60.0) -> bool:
+    """Whether ``pid`` ends (a zombie waiting for init to reap it counts as ended); the timeout
+    only bounds a failure."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -66,7 +67,7 @@ def gone(pid: int, timeout: float = 5.0) -> bool:
     return False
 
 
-def wait_for(path: Path, timeout: float = 10.0) -> str:
+def wait_for(path: Path, timeout: float = 60.0) -> str:
     deadline = time.monotonic() + timeout
     while not path.exists():
         assert time.monotonic() < deadline, f"{path} never appeared"
@@ -192,19 +193,19 @@ def test_strace_kept_on_one_cpu_and_reniced_leaves_the_command_as_it_was(
     if len(cpus) < 2:
         pytest.skip("needs two CPUs to tell one from all")
     nice = os.getpriority(os.PRIO_PROCESS, 0)
-    # strace is pinned and reniced just after it starts: the command waits (at most 10 s) to
-    # see its parent on one CPU before it reads the parent's priority.
-    code = (
-        "import os, time; p = os.getppid(); mine = sorted(os.sched_getaffinity(0)),"
-        " os.getpriority(os.PRIO_PROCESS, 0); end = time.monotonic() + 10\n"
-        "while len(os.sched_getaffinity(p)) > 1 and time.monotonic() < end: time.sleep(0.01)\n"
-        "time.sleep(0.05); print(*mine, sorted(os.sched_getaffinity(p)),"
-        " os.getpriority(os.PRIO_PROCESS, p))"
-    )
-    with TracedRun(tracer, strace_cpu=cpus[-1], strace_nice=nice - 5) as traced:
-        assert traced.run([PY, "-c", code]) == 0
     # The parent of the command is strace: on one CPU, and reniced where that is permitted.
     strace_nice = nice - 5 if os.geteuid() == 0 else nice
+    # strace is pinned and reniced just after it starts: the command waits until its parent
+    # is both (the deadline only bounds a failure) before it prints what it sees.
+    code = (
+        "import os, sys, time; p = os.getppid(); mine = sorted(os.sched_getaffinity(0)),"
+        " os.getpriority(os.PRIO_PROCESS, 0); end = time.monotonic() + 60\n"
+        "while (len(os.sched_getaffinity(p)) > 1 or os.getpriority(os.PRIO_PROCESS, p)"
+        " != int(sys.argv[1])) and time.monotonic() < end: time.sleep(0.01)\n"
+        "print(*mine, sorted(os.sched_getaffinity(p)), os.getpriority(os.PRIO_PROCESS, p))"
+    )
+    with TracedRun(tracer, strace_cpu=cpus[-1], strace_nice=nice - 5) as traced:
+        assert traced.run([PY, "-c", code, str(strace_nice)]) == 0
     expected = f"{cpus} {nice} {[cpus[-1]]} {strace_nice}"
     assert capfd.readouterr().out.strip() == expected
 
@@ -239,11 +240,11 @@ import os, signal, subprocess, sys, time
 if sys.argv[1] == "stubborn":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-child = subprocess.Popen(["sleep", "60"])
+child = subprocess.Popen(["sleep", "3600"])
 with open(sys.argv[2] + ".tmp", "w") as f:
     f.write(f"{os.getppid()} {os.getpid()} {child.pid}")
 os.rename(sys.argv[2] + ".tmp", sys.argv[2])
-time.sleep(60)
+time.sleep(3600)
 """
 
 
@@ -263,15 +264,13 @@ def test_a_signal_to_the_runner_ends_the_tree_and_removes_the_dir(
         assert proc.stdout is not None
         folder = json.loads(proc.stdout.readline())["dir"]
         pids = [int(pid) for pid in wait_for(pids_file).split()]  # strace, command, child
-        start = time.monotonic()
         proc.send_signal(sig)
-        out, _ = proc.communicate(timeout=30)
+        out, _ = proc.communicate(timeout=120)  # they sleep an hour unless ended
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 128 + sig, out
-    assert time.monotonic() - start < 10
     assert [pid for pid in pids if not gone(pid)] == []
     assert not os.path.exists(folder)
 
@@ -289,10 +288,9 @@ print(json.dumps([quiet.pid, deaf.pid]))
 
 @pytest.mark.strace
 def test_leftover_daemons_do_not_hang_the_run_and_are_ended(tracer: Tracer, capfd: Any) -> None:
-    start = time.monotonic()
+    # Each daemon would live a minute: ended by the run, it is among the leftovers.
     with TracedRun(tracer, leftover_grace=0.3, kill_grace=0.5) as traced:
         assert traced.run(python(DAEMONS)) == 0
-    assert time.monotonic() - start < 10
     daemons = json.loads(capfd.readouterr().out)
     assert set(daemons) <= set(traced.leftover_pids)
     assert [pid for pid in daemons if not gone(pid)] == []
@@ -300,18 +298,18 @@ def test_leftover_daemons_do_not_hang_the_run_and_are_ended(tracer: Tracer, capf
 
 @pytest.mark.strace
 def test_strace_killed_mid_run_is_a_trace_error(tracer: Tracer, tmp_path: Path) -> None:
-    pid_file = tmp_path / "pid"
+    pid_file, slept = tmp_path / "pid", tmp_path / "slept"
     code = (
         "import os, signal, sys, time\n"
         "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
         "os.kill(os.getppid(), signal.SIGKILL)\n"
         "time.sleep(30)\n"
+        "open(sys.argv[2], 'w').close()\n"  # only if the run let it sleep its fill
     )
-    start = time.monotonic()
     with TracedRun(tracer) as traced, pytest.raises(TraceError, match=r"strace was killed"):
-        traced.run(python(code, str(pid_file)))
-    assert time.monotonic() - start < 10
+        traced.run(python(code, str(pid_file), str(slept)))
     assert gone(int(pid_file.read_text()))
+    assert not slept.exists()  # ended by the run, not waited for
 
 
 @pytest.mark.strace
@@ -338,23 +336,21 @@ def test_already_traced_is_tracer_unavailable(tracer: Tracer) -> None:
 # --- the namespace helper itself -------------------------------------------------------------
 
 ISOLATION = """
-import json, socket, time
+import json, socket
 with open("/proc/net/dev") as f:
     names = [line.split(":")[0].strip() for line in f.readlines()[2:]]
 if names != ["lo"]:
     raise SystemExit(f"not isolated: {names}")  # never connect out from a shared namespace
-start = time.monotonic()
 try:
     socket.create_connection(("192.0.2.1", 80), timeout=2)
     outside = 0
 except OSError as e:
-    outside = e.errno
-took = time.monotonic() - start
+    outside = e.errno  # None for a timeout: ENETUNREACH comes at once
 server = socket.create_server(("127.0.0.1", 0))
 client = socket.create_connection(server.getsockname(), timeout=2)
 client.sendall(b"ping")
 conn, _ = server.accept()
-print(json.dumps({"names": names, "outside": outside, "took": took, "lo": conn.recv(4).decode()}))
+print(json.dumps({"names": names, "outside": outside, "lo": conn.recv(4).decode()}))
 """
 
 
@@ -362,5 +358,5 @@ def test_netns_has_only_loopback_and_external_connects_fail_at_once(netns: Netns
     done = subprocess.run(netns(python(ISOLATION)), capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout)
-    assert seen["outside"] == errno.ENETUNREACH and seen["took"] < 1.0
+    assert seen["outside"] == errno.ENETUNREACH
     assert seen["lo"] == "ping"

@@ -53,11 +53,14 @@ def assert_attributed(where: Where, expected: Mapping[str, set[tuple[str, bool]]
     assert got == dict(expected), f"the whole report: {where}"
 
 
-def violation(test: str, address: str, evidence: str) -> list[str]:
-    """The report's lines for a test with one violation: its header, the destination line and
-    the evidence line, in that order and next to each other (fnmatch patterns)."""
+def violation(test: str, address: str, evidence: str, located: bool = False) -> list[str]:
+    """The report's lines for a test with one violation: its header, where the test is (when
+    ``located``: no at line names the test's own frame, as for a subprocess's call), the
+    destination line and the evidence line, next to each other (fnmatch patterns)."""
+    header = "  " + glob.escape(f"[{test}]")
     return [
-        "  " + glob.escape(f"[{test}]") + "*",  # then its file:line, when the report knows it
+        header,
+        *(["    defined at " + glob.escape(test.partition("::")[0]) + ":*"] if located else []),
         destination_line(address),
         f"      {evidence}",
     ]
@@ -170,7 +173,8 @@ def test_calls_from_a_thread_a_subprocess_and_daemons_belong_to_the_test_that_st
         violation(
             module + "test_a_starts_a_daemon",
             "192.0.2.3:53",
-            "by python: connect -> ENETUNREACH (after the test ended)",
+            "by python: connect -> network unreachable (after the test ended)",
+            located=True,
         ),
         consecutive=True,
     )
@@ -178,7 +182,7 @@ def test_calls_from_a_thread_a_subprocess_and_daemons_belong_to_the_test_that_st
         violation(
             module + "test_b_runs_while_the_daemon_calls",
             "192.0.2.4:53",
-            "by python: connect -> ENETUNREACH",
+            "by python: connect -> network unreachable",
         ),
         consecutive=True,
     )
@@ -189,7 +193,8 @@ def test_calls_from_a_thread_a_subprocess_and_daemons_belong_to_the_test_that_st
             *violation(
                 module + "test_c_starts_a_daemon_that_calls_after_the_session",
                 "192.0.2.5:53",
-                "by python: connect -> ENETUNREACH (after the test ended)",
+                "by python: connect -> network unreachable (after the test ended)",
+                located=True,
             ),
         ]
     )
@@ -218,9 +223,10 @@ def test_a_call_after_the_session_report_names_its_test_with_its_location(
     result.stdout.fnmatch_lines(
         [
             "netaudit: calls made after the session's own report:",
-            "  [[]test_late.py::test_starts_a_daemon[]] test_late.py:*",
+            "  [[]test_late.py::test_starts_a_daemon[]]",
+            "    defined at test_late.py:*",
             destination_line("192.0.2.70:53"),
-            "      by python: connect -> ENETUNREACH (after the test ended)",
+            "      by python: connect -> network unreachable (after the test ended)",
         ]
     )
 
@@ -298,7 +304,10 @@ def test_fixtures_wider_than_a_test_and_conftest_imports_belong_to_the_session(
             "192.0.2.48:53": {("test_fixtures.py::test_last_of_the_module", False)},
         },
     )
-    result.stdout.fnmatch_lines(["  [<session>]", "    AF_INET 192.0.2.40:53 *"], consecutive=True)
+    result.stdout.fnmatch_lines(
+        ["  [<session>]", "    (outside any test: *)", "    AF_INET 192.0.2.40:53 *"],
+        consecutive=True,
+    )
 
 
 # -- pytest-xdist ---------------------------------------------------------------------------------
@@ -344,7 +353,9 @@ def test_under_xdist_each_call_is_under_its_own_test(
     expected["192.0.2.50:53"] = {(SESSION, False)}  # a session fixture, in each worker
     assert_attributed(attributed(report), expected)
     result.stdout.fnmatch_lines(
-        violation("test_second.py::test_3", "203.0.113.23:53", "by python: connect -> ENETUNREACH"),
+        violation(
+            "test_second.py::test_3", "203.0.113.23:53", "by python: connect -> network unreachable"
+        ),
         consecutive=True,
     )
 
@@ -376,7 +387,7 @@ def test_a_failed_tcp_connect_is_reported_under_its_test(
         violation(
             "test_tcp.py::test_tcp_to_the_outside",
             "203.0.113.10:443",
-            "by python: connect -> ENETUNREACH",
+            "by python: connect -> network unreachable",
         ),
         consecutive=True,
     )
@@ -425,6 +436,6 @@ def test_a_long_unicode_test_id_still_gets_its_events(
         },
     )
     result.stdout.fnmatch_lines(
-        violation(long_nodeid, "192.0.2.60:53", "by python: connect -> ENETUNREACH"),
+        violation(long_nodeid, "192.0.2.60:53", "by python: connect -> network unreachable"),
         consecutive=True,
     )

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -430,8 +431,12 @@ def test_lists_descriptors(capsys):
     assert [t for t in targets if "/netaudit-" in t or "trace.log" in t] == [], targets
 
 
-@pytest.mark.parametrize(("flag", "status"), [([], 3), (["--netaudit-io-uring=deny"], 0)])
-def test_io_uring_fails_the_session_unless_it_is_denied(
+@pytest.mark.parametrize(
+    ("flag", "status"),
+    [([], 0), (["--netaudit-io-uring=deny"], 0), (["--netaudit-io-uring=report"], 3)],
+    ids=["default", "deny", "report"],
+)
+def test_io_uring_is_denied_unless_reporting_is_asked_for(
     pytester: pytest.Pytester, tracer: Tracer, flag: list[str], status: int
 ) -> None:
     program = build("uring.c", pytester.path)
@@ -443,9 +448,25 @@ def test_sets_up_a_ring():
     subprocess.run([{str(program)!r}], check=True)
 """
     )
-    result = pytest_run("--netaudit", *flag, cwd=pytester.path)
+    result = pytest_run("--netaudit", "--junitxml=junit.xml", *flag, cwd=pytester.path)
     assert result.ret == status, result.outlines + result.errlines
-    if status:
-        result.stdout.fnmatch_lines(["netaudit: audit incomplete: io_uring used by pid * (uring)"])
-    else:
+    suite = ET.parse(pytester.path / "junit.xml").getroot().find("testsuite")
+    assert suite is not None
+    if not status:
         result.stdout.no_fnmatch_line("*audit incomplete*")
+        assert suite.get("errors") == "0" and suite.get("failures") == "0"
+        return
+    # One line for the kind, naming the test and the remedy; pytest's last line says it too.
+    result.stdout.fnmatch_lines(
+        [
+            "netaudit: audit incomplete: io_uring used by pid * (uring) in 1 test "
+            "(test_ring.py::test_sets_up_a_ring): * io_uring = ?deny? (the default) *",
+            "*1 passed, 1 error, netaudit audit incomplete in *",
+        ]
+    )
+    # The JUnit file cannot show the run green: the test case has an error, and says why.
+    assert suite.get("errors") == "1", ET.tostring(suite)
+    case = suite.find("testcase")
+    assert case is not None and case.find("error") is not None
+    properties = [p.get("value", "") for p in case.iter("property")]
+    assert any("io_uring used by pid" in value for value in properties), properties

@@ -140,7 +140,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 def test_violations_are_a_passing_session_failed(run: Run) -> None:
     assert run.result.ret == 1, output(run.result)
-    run.result.stdout.fnmatch_lines(["*3 passed*"])
+    run.result.stdout.fnmatch_lines(["=* 3 passed, 5 netaudit violations in * =*"])
 
 
 def test_the_violations_block_is_grouped_by_test_with_evidence(run: Run) -> None:
@@ -150,26 +150,27 @@ def test_the_violations_block_is_grouped_by_test_with_evidence(run: Run) -> None
         "  netaudit: 5 violations detected",
         BAR,
         "",
-        "  [<session>]",
+        "  [<session>]",  # explained in the verbose table above, once
         "    AF_INET6 [2001:db8::5]:443 (count=1, pids=[PID])",
-        f"      by {PY}: connect -> ENETUNREACH",
+        f"      by {PY}: connect -> network unreachable",
         "    AF_INET 198.51.100.7:123 (count=1, pids=[PID])",
-        f"      by {PY}: connect -> ENETUNREACH",
+        f"      by {PY}: connect -> network unreachable",
         f"      at {run.reach()}",  # a module fixture: no test frame
         "",
-        f"  [test_suite.py::test_one] {run.where('test_one')}",
+        "  [test_suite.py::test_one]",  # its at line names the test's own line
         "    AF_INET 192.0.2.10:53 (count=1, pids=[PID])",
-        f"      by {PY}: connect -> ENETUNREACH",
+        f"      by {PY}: connect -> network unreachable",
         f"      at {run.site('test_one')}",
         "",
-        f"  [test_suite.py::test_two] {run.where('test_two')}",
+        "  [test_suite.py::test_two]",
         "    AF_INET 192.0.2.10:53 (count=1, pids=[PID])",
-        f"      by {PY}: connect -> ENETUNREACH",
+        f"      by {PY}: connect -> network unreachable",
         f"      at {run.site('test_two')}",
         "",
-        f"  [test_suite.py::test_child] {run.where('test_child')}",
+        "  [test_suite.py::test_child]",
+        f"    defined at {run.where('test_child')}",  # a subprocess: no at line
         "    AF_INET 203.0.113.9:443 (count=1, pids=[PID])",
-        "      by fetcher: connect -> ENETUNREACH",
+        "      by fetcher: connect -> network unreachable",
         BAR,
     ], output(run.result)
     session = pids[0]
@@ -188,19 +189,20 @@ def test_the_verbose_table_names_the_rule_of_each_allowed_call(run: Run) -> None
         BAR,
         "",
         "  [<session>]",
+        "    (outside any test: conftest.py imports, collection, fixtures wider than a test)",
         head,
         rule,
         "AF_INET6     [2001:db8::5]:443             VIOLATION  -",
         "AF_INET      198.51.100.7:123              VIOLATION  -",
         f"             at {run.reach()}",
         "",
-        f"  [test_suite.py::test_one] {run.where('test_one')}",
+        "  [test_suite.py::test_one]",
         head,
         rule,
         "AF_INET      192.0.2.10:53                 VIOLATION  -",
         f"             at {run.site('test_one')}",
         "",
-        f"  [test_suite.py::test_two] {run.where('test_two')}",
+        "  [test_suite.py::test_two]",
         head,
         rule,
         "AF_INET      192.0.2.10:53                 VIOLATION  -",
@@ -208,7 +210,8 @@ def test_the_verbose_table_names_the_rule_of_each_allowed_call(run: Run) -> None
         "AF_INET      127.0.0.1:9                   OK         loopback (IPv4)",
         f"             at {run.site('test_two', 2)}",
         "",
-        f"  [test_suite.py::test_child] {run.where('test_child')}",
+        "  [test_suite.py::test_child]",
+        f"    defined at {run.where('test_child')}",
         head,
         rule,
         "AF_INET      203.0.113.9:443               VIOLATION  -",
@@ -345,9 +348,12 @@ def test_the_headline_is_coloured_only_when_pytest_colours(
     result = pytest_run("--netaudit", *args, cwd=pytester.path, env={**base, **env})
     assert result.ret == 1, output(result)
     [headline] = [line for line in result.outlines if "netaudit: 1 violation detected" in line]
+    [last] = [line for line in result.outlines if "1 netaudit violation" in line]
     if coloured:
         assert headline.startswith("\x1b[31m"), repr(headline)  # red
         assert "\x1b[1m" in headline, repr(headline)  # bold
+        assert last.startswith("\x1b[31m"), repr(last)  # pytest's last line: red
+        assert "\x1b[31m\x1b[1m1 netaudit violation" in last, repr(last)
     else:
         assert headline == "  netaudit: 1 violation detected"
         assert not any("\x1b[" in line for line in result.outlines), output(result)
@@ -372,13 +378,12 @@ def test_not_run_after_x():
     result = pytest_run("--netaudit", "-x", cwd=pytester.path)
     assert result.ret == pytest.ExitCode.TESTS_FAILED, output(result)
     result.stdout.fnmatch_lines(
-        ["  netaudit: 1 violation detected", "  [[]test_fail.py::test_fails] *", "*1 failed*"]
+        ["  netaudit: 1 violation detected", "  [[]test_fail.py::test_fails]", "*1 failed*"]
     )
-    assert not (pytester.path / "second-ran").exists()
-    # Not verbose: the summary by destination leaves out what the allowlist allowed.
-    start = result.outlines.index(SUMMARY) + 1
-    rows = [line for line in result.outlines[start:] if line.startswith("    AF_")]
-    assert rows == ["    AF_INET 192.0.2.10:53 VIOLATION: 1 test: test_fail.py::test_fails"]
+    assert not (pytester.path / "second-ran").exists(), output(result)
+    # Not verbose: each violation is shown once; one test reached it, so no summary adds to it.
+    assert SUMMARY not in result.outlines, output(result)
+    result.stdout.fnmatch_lines(["=* 1 failed, 1 netaudit violation in * =*"])
 
 
 def test_no_tests_collected_with_a_violation_from_conftest_fails(
@@ -391,8 +396,9 @@ def test_no_tests_collected_with_a_violation_from_conftest_fails(
         [
             "  netaudit: 1 violation detected",
             "  [[]<session>]",
+            "    (outside any test: *)",
             "    AF_INET6 [[]2001:db8::5]:443 (count=1, pids=[[]*])",
-            "*no tests ran*",
+            "*no tests ran, 1 netaudit violation in*",
         ]
     )
 
@@ -427,8 +433,33 @@ def test_sets_up_an_io_uring():
 
 def test_an_incomplete_audit_fails_a_passing_session(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_uring=URING)
-    result = pytest_run("--netaudit", cwd=pytester.path)
+    result = pytest_run("--netaudit", "--netaudit-io-uring=report", cwd=pytester.path)
     assert result.ret == pytest.ExitCode.INTERNAL_ERROR, output(result)
     result.stdout.fnmatch_lines(
-        [f"netaudit: audit incomplete: io_uring used by pid [0-9]* ({PY})", "*1 passed*"]
+        [
+            f"netaudit: audit incomplete: io_uring used by pid [0-9]* ({PY}) in 1 test "
+            "(test_uring.py::test_sets_up_an_io_uring): *",
+            "*1 passed, netaudit audit incomplete in*",
+        ]
     )
+
+
+def test_io_uring_is_denied_by_default_and_the_audit_stays_complete(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        test_uring=URING.replace(
+            "assert fd >= 0",
+            "assert fd < 0 and ctypes.get_errno() == 38",  # ENOSYS
+        ).replace("    os.close(fd)\n", "")
+    )
+    result = pytest_run("--netaudit", cwd=pytester.path)
+    assert result.ret == pytest.ExitCode.OK, output(result)
+    result.stdout.no_fnmatch_line("*audit incomplete*")
+
+
+def test_pytests_last_line_counts_the_violations_under_q_too(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_egress=ONE_VIOLATION)
+    result = pytest_run("--netaudit", "-q", cwd=pytester.path)
+    assert result.ret == 1, output(result)
+    assert result.outlines[-1].startswith("1 passed, 1 netaudit violation in "), output(result)

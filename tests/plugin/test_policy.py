@@ -130,6 +130,59 @@ def output(result: pytest.RunResult) -> str:
     return "\n".join(result.outlines + result.errlines)
 
 
+SCOPED = """\
+version: 1
+allowlist:
+  - name: the sub folder's
+    family: AF_INET
+    addr: 192.0.2.40
+    tests: ["tests/sub/", "tests/test_p.py::test_p[53]"]
+  - name: mistyped
+    family: AF_INET
+    addr: 192.0.2.41
+    tests: "tests/sbu/"
+"""
+
+PARAMETRIZED = """
+import socket
+
+import pytest
+
+
+@pytest.mark.parametrize("port", [53, 5])
+def test_p(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect_ex(("192.0.2.40", port))
+"""
+
+
+def test_scopes_name_folders_and_copied_nodeids_and_one_matching_nothing_is_reported(
+    pytester: pytest.Pytester,
+) -> None:
+    root = pytester.path
+    (root / "netaudit.yaml").write_text(SCOPED, encoding="utf-8")
+    (root / "tests" / "sub").mkdir(parents=True)
+    (root / "tests" / "sub" / "test_deep.py").write_text(
+        PARAMETRIZED.replace("[53, 5]", "[1]"), encoding="utf-8"
+    )
+    (root / "tests" / "test_p.py").write_text(PARAMETRIZED, encoding="utf-8")
+    result = pytest_run("--netaudit", "--netaudit-report=r.json", cwd=root)
+    assert result.ret == 1, output(result)
+    report: dict[str, Any] = json.loads((root / "r.json").read_text(encoding="utf-8"))
+    seen = {(d["test"], d["verdict"]) for d in report["destinations"]}
+    assert seen == {
+        ("tests/sub/test_deep.py::test_p[1]", "allowed"),  # the folder's scope
+        ("tests/test_p.py::test_p[53]", "allowed"),  # the copied nodeid, brackets and all
+        ("tests/test_p.py::test_p[5]", "violation"),
+    }
+    result.stdout.fnmatch_lines(
+        [
+            f"netaudit: warning: {root / 'netaudit.yaml'}:7: tests: 'tests/sbu/' of rule "
+            "'mistyped' matched none of the 3 tests this run ran (nor <session>)"
+        ]
+    )
+
+
 @pytest.mark.parametrize("workers", [None, "2"])
 def test_markers_and_scoped_rules_allow_for_their_own_tests(
     pytester: pytest.Pytester, workers: str | None
@@ -150,7 +203,7 @@ def test_markers_and_scoped_rules_allow_for_their_own_tests(
     # The verbose table names the marker that allowed a call.
     result.stdout.fnmatch_lines(
         [
-            "  [[]test_policy_suite.py::TestClass::test_class_marker[]] test_policy_suite.py:*",
+            "  [[]test_policy_suite.py::TestClass::test_class_marker[]]",
             "FAMILY*",
             "---*",
             "AF_INET      203.0.113.5:1 * OK         AF_INET 203.0.113.0/24 (marker on "
@@ -174,7 +227,8 @@ def test_bad():
 #: leading blank line).
 BAD_MESSAGE = (
     "*netaudit: test_bad_marker.py:6: the netaudit marker's allow: port 99999 is out of range "
-    "0-65535 in entry #1 (in test_bad_marker.py::test_bad)"
+    "0-65535 in entry #1 (in test_bad_marker.py::test_bad); to run the tests without the "
+    "audit, pass --no-netaudit"
 )
 
 

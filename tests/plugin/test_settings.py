@@ -4,6 +4,7 @@ usage errors a bad setting makes before any test runs."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ def test_reaches_out():
 """
 
 HEADER = "netaudit: auditing network egress; allowlist: "
+SKIP = "to run the tests without the audit, pass --no-netaudit"
 VERBOSE_TITLE = "  netaudit: verbose network event report"
 OK_ROW = "AF_INET      192.0.2.10:53                 OK         {rule}"
 VIOLATION_ROW = "AF_INET      192.0.2.10:53                 VIOLATION  -"
@@ -296,6 +298,7 @@ def test_the_report_flag_beats_pyproject_and_is_relative_to_the_cwd(
 
 #: Files that show whether anything of the project ran: its conftest.py, or its test.
 RAN = """
+import os
 from pathlib import Path
 
 def test_runs():
@@ -350,15 +353,16 @@ allowlist:
             "{root}/rule.yaml:5: port 99999 is out of range*",
         ),
         (
-            "enabled = true\nreport = 'out/report.json'\n",
+            "enabled = true\nreport = 'blocked/report.json'\n",
             [],
-            "{root}/pyproject.toml:3: report = '{root}/out/report.json': the report's folder"
-            " does not exist: {root}/out",
+            "{root}/pyproject.toml:3: report = '{root}/blocked/report.json': {root}/blocked is a"
+            " file, so the report's folder cannot be made there*",
         ),
         (
             "",
-            ["--netaudit-report", "out/report.json"],
-            "{root}/out/report.json: the report's folder does not exist: {root}/out",
+            ["--netaudit-report=blocked/report.json"],
+            "{root}/blocked/report.json: {root}/blocked is a file, so the report's folder cannot"
+            " be made there*",
         ),
     ],
     ids=[
@@ -369,8 +373,8 @@ allowlist:
         "missing-allowlist-flag",
         "invalid-yaml",
         "invalid-rule",
-        "report-folder-missing-in-pyproject",
-        "report-folder-missing-flag",
+        "report-folder-blocked-in-pyproject",
+        "report-folder-blocked-flag",
     ],
 )
 def test_a_bad_setting_is_a_usage_error_before_anything_runs(
@@ -382,11 +386,111 @@ def test_a_bad_setting_is_a_usage_error_before_anything_runs(
     pytester.makepyprojecttoml(f"[tool.netaudit]\n{pyproject}")
     write(root / "bad.yaml", BAD_YAML)
     write(root / "rule.yaml", BAD_RULE)
+    write(root / "blocked", "a file where the report's folder would be\n")
 
     result = pytest_run("--netaudit", *args, cwd=root)
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR, lines_of(result)
-    result.stderr.fnmatch_lines([f"ERROR: netaudit: {message.format(root=root)}"])
+    result.stderr.fnmatch_lines(
+        [f"ERROR: netaudit: {message.format(root=root)}; {SKIP}"]  # every such error says how
+    )
     assert not (root / "conftest-imported").exists()
     assert not (root / "test-ran").exists()
     assert not any(line.startswith(HEADER) for line in result.outlines)
+    # The advice holds: the same command with --no-netaudit runs.
+    assert pytest_run("--netaudit", *args, "--no-netaudit", cwd=root).ret == 0
+
+
+# -- where the allowlist and the report are found --------------------------------------------
+
+
+def test_a_run_from_a_subfolder_keeps_the_projects_netaudit_yaml(
+    pytester: pytest.Pytester,
+) -> None:
+    root = pytester.path
+    write(root / "pytest.ini", "[pytest]\n")
+    write(root / "netaudit.yaml", allowlist("project rule"))
+    write(root / "tests" / "sub" / "test_egress.py", SUITE)
+    result = pytest_run("--netaudit", "--netaudit-verbose", cwd=root / "tests" / "sub")
+    assert result.ret == 0, lines_of(result)
+    result.stdout.fnmatch_lines(
+        [
+            f"{HEADER}{root / 'netaudit.yaml'} (netaudit.yaml in pytest's rootdir; none in the "
+            "current directory)",
+            "*",
+            OK_ROW.format(rule="project rule"),
+        ]
+    )
+
+
+def test_the_report_goes_into_folders_made_for_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_egress=SUITE)
+    result = pytest_run("--netaudit", "--netaudit-report=out/deep/r.json", cwd=pytester.path)
+    assert result.ret == 1, lines_of(result)
+    assert (pytester.path / "out" / "deep" / "r.json").is_file(), lines_of(result)
+
+
+# -- opting out, and where auditing cannot work ------------------------------------------------
+
+
+def test_p_no_netaudit_runs_unaudited_though_addopts_says_netaudit(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini("[pytest]\naddopts = --netaudit --netaudit-verbose --strict-markers\n")
+    pytester.makepyfile(
+        test_egress="import pytest\n"
+        + SUITE
+        + "\n@pytest.mark.netaudit(strict=True)\ndef test_marked():\n    pass\n",
+    )
+    result = pytest_run("-p", "no:netaudit", cwd=pytester.path)
+    assert result.ret == 0, lines_of(result)  # the options parse, the marker is known
+    result.stdout.fnmatch_lines(
+        ["netaudit: not auditing: the plugin is switched off (-p no:netaudit)", "*2 passed*"]
+    )
+    result.stdout.no_fnmatch_line("*violation*")
+
+
+def without_strace(tmp: Path, **extra: str) -> dict[str, str]:
+    """An environment in which strace cannot be found, outside CI unless ``extra`` says so."""
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    return {**env, "PATH": str(tmp / "no-strace-here"), **extra}
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["session", "xdist"])
+@pytest.mark.parametrize("early", ["1", "0"], ids=["start-hook", "plugin"])
+def test_enabled_true_where_strace_cannot_trace_warns_once_and_runs_unaudited(
+    pytester: pytest.Pytester, early: str, workers: list[str]
+) -> None:
+    pytester.makepyfile(test_egress=SUITE)
+    pytester.makepyprojecttoml("[tool.netaudit]\nenabled = true\n")
+    env = without_strace(pytester.path, NETAUDIT_EARLY_START=early)
+    result = pytest_run(*workers, cwd=pytester.path, env=env)
+    assert result.ret == 0, lines_of(result)
+    warnings = [line for line in result.errlines if line.startswith("netaudit: warning: ")]
+    assert len(warnings) == 1, lines_of(result)
+    assert "not auditing this run: strace was not found on PATH" in warnings[0]
+    assert "enabled = true in " in warnings[0] and "--netaudit or CI=true" in warnings[0]
+    result.stdout.fnmatch_lines(["*1 passed*"])
+    assert not any("netaudit:" in line for line in result.outlines), lines_of(result)
+
+
+@pytest.mark.parametrize(
+    ("args", "extra"),
+    [(["--netaudit"], {}), ([], {"CI": "true"})],
+    ids=["flag", "CI"],
+)
+def test_the_flag_and_ci_fail_closed_where_strace_cannot_trace(
+    pytester: pytest.Pytester, args: list[str], extra: dict[str, str]
+) -> None:
+    pytester.makepyfile(test_egress=SUITE)
+    pytester.makepyprojecttoml("[tool.netaudit]\nenabled = true\n")
+    result = pytest_run(*args, cwd=pytester.path, env=without_strace(pytester.path, **extra))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, lines_of(result)
+    result.stderr.fnmatch_lines(
+        ["ERROR: netaudit cannot trace this session: strace was not found on PATH*; "
+         "to run the tests without the audit, pass --no-netaudit"]
+    )  # fmt: skip
+    without = pytest_run(
+        *args, "--no-netaudit", cwd=pytester.path, env=without_strace(pytester.path, **extra)
+    )
+    assert without.ret == 0, lines_of(without)

@@ -35,7 +35,7 @@ def test_a_violation_fails_a_passing_session_and_names_its_test(pytester: pytest
         [
             "  netaudit: 1 violation detected",
             "",
-            "  [test_egress.py::test_udp_to_documentation_address] test_egress.py:3",
+            "  [test_egress.py::test_udp_to_documentation_address]",
             "    AF_INET 192.0.2.10:53 (count=1, pids=[[]*[]])",
         ]
     )

@@ -215,7 +215,7 @@ def test_a_nested_run_reports_its_own_violations_and_the_outer_run_reports_them_
             "",
             header("inner_sub/test_inner_sub.py::test_inner_subprocess_call"),
             destination("198.51.100.7:53"),
-            "      by python: connect -> ENETUNREACH",
+            "      by python: connect -> network unreachable",
             "*1 passed*",
         ]
     )
@@ -232,11 +232,13 @@ def test_a_nested_run_reports_its_own_violations_and_the_outer_run_reports_them_
             "  netaudit: 2 violations detected",
         ]
     )
-    for test, address in (
-        ("test_outer.py::test_runs_pytest_in_a_subprocess", "198.51.100.7:53"),
-        ("test_outer.py::test_runs_pytest_in_process", "198.51.100.8:53"),
+    for test, address, located in (
+        # a subprocess's call: no at line names the test, so its location has a line of its own
+        ("test_outer.py::test_runs_pytest_in_a_subprocess", "198.51.100.7:53", True),
+        ("test_outer.py::test_runs_pytest_in_process", "198.51.100.8:53", False),
     ):
-        result.stdout.fnmatch_lines([header(test), destination(address)], consecutive=True)
+        where = ["    defined at test_outer.py:*"] if located else []
+        result.stdout.fnmatch_lines([header(test), *where, destination(address)], consecutive=True)
     result.stdout.fnmatch_lines(["*2 passed*"])
 
 
@@ -285,10 +287,10 @@ def test_a_test_that_clears_the_environment_or_changes_directory_does_not_hide_l
             [
                 header(f"test_environment.py::{test}"),
                 destination(addresses[0]),
-                "      by python: connect -> ENETUNREACH",
+                "      by python: connect -> network unreachable",
                 f"      at test_environment.py:* in {test} > test_environment.py:* in udp",
                 destination(addresses[1]),
-                "      by python: connect -> ENETUNREACH",
+                "      by python: connect -> network unreachable",
             ],
             consecutive=True,
         )
@@ -588,7 +590,7 @@ def test_a_test_that_closes_every_descriptor_cannot_hide_its_calls(
     assert result.ret != 0
     result.stdout.fnmatch_lines(
         [
-            "  [[]test_closing.py::test_closes_everything[]] test_closing.py:3",
+            "  [[]test_closing.py::test_closes_everything[]]",
             "    AF_INET 192.0.2.44:53 (count=1, pids=[[]*[]])",
         ]
     )

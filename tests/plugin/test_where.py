@@ -120,7 +120,7 @@ def test_each_destination_shows_the_python_lines_that_reached_it(
     result.stdout.fnmatch_lines(
         [
             "    AF_INET 192.0.2.1:53 (count=1, pids=[[]*[]])",
-            "      by python*: connect -> ENETUNREACH",
+            "      by python*: connect -> network unreachable",
             f"      at {direct}",
         ],
         consecutive=True,

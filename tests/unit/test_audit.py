@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -11,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from netaudit import spill
 from netaudit.allowlist import DEFAULT, loads
 from netaudit.attribute import Attributed
-from netaudit.audit import UNJUDGED, Folder, audit, audit_lines, judge, merge
+from netaudit.audit import UNJUDGED, Folder, _Matcher, _Plain, audit, audit_lines, judge
 from netaudit.model import (
     SESSION,
     AuditResult,
@@ -27,8 +29,9 @@ from netaudit.model import (
     NetEvent,
     Process,
     Syscall,
+    Verdict,
 )
-from netaudit.rules import Allowlist, Rule
+from netaudit.rules import Rule, ip_of
 
 PY = Process(10, None, "python3")
 CURL = Process(11, 10, "curl")
@@ -61,8 +64,9 @@ def test_an_allowed_destination_names_the_first_rule_that_matched() -> None:
         "    port: 5432\n"
     )
     result = audit([event(LOOP)], allowlist)
-    assert result.destinations[0].verdict.rule == "pg"
-    assert audit([event(LOOP)], DEFAULT).destinations[0].verdict.rule == "loopback (IPv4)"
+    assert [d.verdict.rule for d in result.destinations] == ["pg"]
+    (builtin,) = audit([event(LOOP)], DEFAULT).destinations
+    assert builtin.verdict.rule == "loopback (IPv4)"
     assert result.clean
 
 
@@ -95,7 +99,7 @@ def test_auditing_lines_counts_what_was_read() -> None:
     ]
     result = audit_lines(lines, DEFAULT)
     assert (result.stats.lines, result.stats.calls, result.stats.unparsed) == (2, 1, 0)
-    assert result.violations[0].endpoint == PUBLIC
+    assert [d.endpoint for d in result.violations] == [PUBLIC]
 
 
 # Folding by run, judging once per endpoint, merging folds.
@@ -127,7 +131,7 @@ def test_a_folder_keeps_runs_apart() -> None:
         (SESSION, 1, (10,)),
     ]
     assert len(folder.destinations()) == 3  # every run's, in first-seen order
-    assert folder.destinations()[0] == a
+    assert next(iter(folder.destinations())) == a
     assert folder.destinations("0000000000000000") == ()
     assert all(d.verdict == UNJUDGED for d in folder.destinations())
 
@@ -171,27 +175,27 @@ Match = Callable[..., Optional[Rule]]
 
 
 class Spy:
-    """Counts the endpoints an allowlist is asked about."""
+    """Counts the endpoints the judge seeks a rule for."""
 
     def __init__(self) -> None:
         self.asked: Counter[Endpoint | None] = Counter()
 
     def wrap(self, match: Match) -> Match:
         def counting(
-            allowlist: Allowlist,
+            matcher: object,
             endpoint: Endpoint | None,
             names: frozenset[str] = frozenset(),
             test: str | None = None,
         ) -> Rule | None:
             self.asked[endpoint] += 1
-            return match(allowlist, endpoint, names, test)
+            return match(matcher, endpoint, names, test)
 
         return counting
 
 
 def test_judge_matches_each_endpoint_once(monkeypatch: pytest.MonkeyPatch) -> None:
     spy = Spy()
-    monkeypatch.setattr(Allowlist, "match", spy.wrap(Allowlist.match))
+    monkeypatch.setattr(_Matcher, "match", spy.wrap(_Matcher.match))
     folder = Folder()
     folder.feed(
         [
@@ -234,38 +238,6 @@ def folded(
         test, PUBLIC, "", UNJUDGED, count, pids, programs, syscalls, results, socks,
         first_time=first_time,
     )  # fmt: skip
-
-
-def test_merge_adds_counts_and_results_and_unions_the_rest() -> None:
-    a = folded("t::a", 2, (10, 12), ("python3",), (("0", 1), ("ENETUNREACH", 1)), 5.0)
-    b = folded(
-        "t::a",
-        3,
-        (11, 12),
-        ("curl", "python3"),
-        (("ECONNREFUSED", 1), ("ENETUNREACH", 2)),
-        4.0,
-        ("sendto",),
-        ("UDP",),
-    )
-    merged = merge(a, b)
-    assert merged.count == 5
-    assert merged.results == (("0", 1), ("ECONNREFUSED", 1), ("ENETUNREACH", 3))
-    assert merged.pids == (10, 11, 12)
-    assert merged.programs == ("curl", "python3")
-    assert merged.syscalls == ("connect", "sendto")
-    assert merged.socks == ("UDP",)
-    assert merged.first_time == 4.0
-    assert (merged.test, merged.endpoint, merged.verdict) == ("t::a", PUBLIC, UNJUDGED)
-    assert merge(b, a) == merged
-
-
-def test_merge_keeps_the_first_time_that_is_known() -> None:
-    known = folded("t", 1, (10,), ("p",), (("0", 1),), 7.5)
-    unknown = folded("t", 1, (10,), ("p",), (("0", 1),), None)
-    assert merge(unknown, known).first_time == 7.5
-    assert merge(known, unknown).first_time == 7.5
-    assert merge(unknown, unknown).first_time is None
 
 
 PROCESSES = st.sampled_from([PY, CURL, Process(12, 10, "sh")])
@@ -327,3 +299,105 @@ def test_auditing_a_log_with_markers_counts_each_call_once() -> None:
     assert result.stats.calls == 1
     assert sum(d.count for d in result.destinations) == 1
     assert len(result.violations) == 1
+
+
+# Memory that does not grow with the number of destinations (spill.py).
+
+NAMED_EVENTS = st.builds(
+    lambda event, names, sock: event._replace(names=names, call=event.call._replace(sock=sock)),
+    EVENTS,
+    st.sampled_from([(), ("api.example.com",), ("a.example.com", "b.example.com")]),
+    st.sampled_from(["", "UDP", "TCP"]),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(NAMED_EVENTS, max_size=40), st.integers(2, 6))
+def test_a_folder_that_spills_folds_as_one_that_does_not(
+    events: list[NetEvent], limit: int
+) -> None:
+    whole, bounded = Folder(), Folder(limit=limit)
+    whole.feed(events)
+    bounded.feed(events)
+    assert len(bounded._tallies) <= limit
+    for run in (None, RUN_A, RUN_B):
+        assert list(bounded.destinations(run)) == list(whole.destinations(run))
+        assert bounded.tests(run or RUN_A) == whole.tests(run or RUN_A)
+    renamed = {":0": "t.py::a", SESSION: "t.py::a"}  # two keys become one: merged
+    assert list(bounded.destinations(RUN_A, renamed)) == list(whole.destinations(RUN_A, renamed))
+    bounded.close()
+
+
+def test_a_folder_holds_at_most_its_limit_of_tallies_and_hands_out_the_rest_from_disk() -> None:
+    folder = Folder(limit=10)
+    folder.feed(
+        event(Endpoint("AF_INET", f"10.0.0.{i % 250}", 443 + i // 250))._replace(run=RUN_A)
+        for i in range(1000)
+    )
+    assert len(folder._tallies) <= 10
+    destinations = folder.destinations(RUN_A)
+    assert len(destinations) == 1000
+    assert [d.endpoint.port for d in destinations if d.endpoint][:3] == [443, 443, 443]
+    folder.close()
+
+
+def test_judging_destinations_kept_on_disk_gives_the_verdicts_of_those_in_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events = [in_run(RUN_A, f":{i % 3}", Endpoint("AF_INET", f"127.0.0.{i}", 80)) for i in range(9)]
+    events += [in_run(RUN_A, ":1", Endpoint("AF_INET", f"192.0.2.{i}", 53)) for i in range(9)]
+    folder = Folder()
+    folder.feed(events)
+    in_memory = judge(folder.destinations(), DEFAULT)
+    monkeypatch.setattr(spill, "SMALL", 4)
+    on_disk = judge(folder.destinations(), DEFAULT)
+    assert isinstance(on_disk, spill.Spilled)
+    assert list(on_disk) == list(in_memory)
+    assert len(on_disk.violations()) == 9
+    streamed = judge(iter(in_memory), DEFAULT)
+    assert isinstance(streamed, spill.Spilled)
+    assert list(streamed) == list(in_memory)
+
+
+def test_a_judged_copy_is_what_replace_makes() -> None:
+    d = folded("t::a", 2, (10,), ("python3",), (("0", 2),), 5.0)
+    (judged,) = judge([d], DEFAULT)
+    assert judged == replace(d, verdict=UNJUDGED)
+    assert judge([replace(d, endpoint=LOOP)], DEFAULT)[0] == replace(
+        d, endpoint=LOOP, verdict=Verdict("loopback (IPv4)", "builtin")
+    )
+
+
+IP_RULES = st.builds(
+    Rule,
+    name=st.just("r"),
+    family=st.sampled_from(["AF_INET", "AF_INET6"]),
+    networks=st.lists(
+        st.sampled_from(
+            [ipaddress.ip_network(n) for n in
+             ("127.0.0.0/8", "10.0.0.0/9", "0.0.0.0/32", "::1/128", "::/0", "2001:db8::/33")]
+        ),
+        max_size=2,
+    ).map(tuple),
+    ports=st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9)), max_size=2).map(tuple),
+)  # fmt: skip
+IP_ENDPOINTS = st.builds(
+    Endpoint,
+    st.sampled_from(["AF_INET", "AF_INET6"]),
+    st.sampled_from(
+        ["127.0.0.1", "10.1.2.3", "10.200.0.1", "0.0.0.0", "::1", "::", "2001:db8::7",
+         "::ffff:10.1.2.3", "::ffff:127.0.0.1", "not an address", "fe80::1%lo"]
+    ),
+    st.one_of(st.none(), st.integers(0, 9)),
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(IP_RULES, IP_ENDPOINTS)
+def test_a_plain_ip_rule_checked_as_integers_allows_what_the_rule_allows(
+    rule: Rule, endpoint: Endpoint
+) -> None:
+    plain = _Plain.of(rule)
+    assert plain is not None
+    ip = ip_of(endpoint)
+    assert (ip is not None and plain.allows(ip, endpoint.port)) == rule.matches(endpoint)

@@ -125,6 +125,25 @@ def test_check_lists_the_rules_with_their_lines_and_the_builtins(
     assert "  built-in  loopback (IPv4)" in out
 
 
+def test_check_warns_of_a_tests_scope_that_names_no_file_or_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "tests" / "sub").mkdir(parents=True)
+    (tmp_path / "tests" / "test_p.py").write_text("")
+    (tmp_path / "a.yaml").write_text(
+        "version: 1\nallowlist:\n  - name: db\n    family: AF_INET\n    tests:\n"
+        "      - tests/sub/\n      - tests/test_p.py::test_p[53]\n      - tests/*::x\n"
+        "      - <session>\n      - tests/sbu/\n"
+    )
+    assert main(["check", "a.yaml"]) == 0  # valid all the same
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"netaudit: warning: {tmp_path / 'a.yaml'}:3: tests: 'tests/sbu/' names no file or "
+        f"folder under {tmp_path} (nodeids are relative to pytest's rootdir): it would match "
+        "no test"
+    ]
+
+
 def test_check_exits_four_with_the_file_and_line_for_an_invalid_allowlist(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -186,11 +205,12 @@ def test_analyze_reads_standard_input_for_dash_whatever_its_bytes(
     assert report["violations"][0]["address"] == "93.184.216.34"
 
 
-def test_a_report_into_a_missing_folder_is_refused_before_the_run(
+def test_a_report_whose_folder_cannot_be_made_is_refused_before_the_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    (tmp_path / "no").write_text("a file where the report's folder would be\n")
     assert main(["run", "--report", "no/such/r.json", "--", "touch", "ran"]) == EXIT_USAGE
-    assert "the report's folder does not exist" in capsys.readouterr().err
+    assert "is a file, so the report's folder cannot be made there" in capsys.readouterr().err
     assert not (tmp_path / "ran").exists()
 
 

@@ -46,9 +46,10 @@ def test_each_violation_is_an_error_on_its_tests_file_and_line() -> None:
     assert lines == [
         "::error file=tests/test_api.py,line=42,title=netaudit%3A AF_INET 203.0.113.10%3A443 "
         "is not allowed::[tests/test_api.py::test_fetch[a,b:c]] AF_INET 203.0.113.10:443 "
-        "(count=2, pids=[41])%0Aby curl, python3: connect -> ENETUNREACH x2",
+        "(count=2, pids=[41])%0Aby curl, python3: connect -> network unreachable x2",
         "::error title=netaudit%3A AF_INET 192.0.2.1%3A53 is not allowed::[<session>] "
-        "AF_INET 192.0.2.1:53 (count=2, pids=[41])%0Aby curl, python3: connect -> ENETUNREACH x2",
+        "AF_INET 192.0.2.1:53 (count=2, pids=[41])%0Aby curl, python3: connect -> network "
+        "unreachable x2",
     ]
 
 

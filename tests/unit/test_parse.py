@@ -11,7 +11,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from netaudit import parse as parse_module
 from netaudit.model import (
     AF_INET,
     AF_INET6,
@@ -996,3 +999,94 @@ def test_nul_bytes_anywhere_in_a_line_are_foreign_even_on_the_fast_path() -> Non
     holed = whole.replace("htons(53)", "htons(\0\0)")
     assert [c.dest for c in net(parser.records([holed]))] == [None]
     assert parser.stats.foreign == 2  # the hole, and the rest of the line it cut in two
+
+
+# The quick decoders for a log of many destinations (every line new to the caches).
+
+QUICK_ADDRESSES = st.one_of(
+    st.ip_addresses(v=4).map(lambda ip: ("AF_INET", str(ip))),
+    st.ip_addresses(v=6).map(lambda ip: ("AF_INET6", str(ip))),
+    st.ip_addresses(v=6).map(lambda ip: ("AF_INET6", ip.exploded)),  # not canonical
+    st.sampled_from(
+        [("AF_INET", "010.0.0.1"), ("AF_INET", "256.1.1.1"), ("AF_INET6", "::ffff:10.0.0.1"),
+         ("AF_INET6", "2001:DB8::1"), ("AF_INET6", "1::2::3"), ("AF_INET6", "::1.2.3.4")]
+    ),
+)  # fmt: skip
+
+
+def sockaddr_text(family: str, address: str, port: int, scope: str) -> str:
+    if family == "AF_INET":
+        return f'{{sa_family=AF_INET, sin_port=htons({port}), sin_addr=inet_addr("{address}")}}, 16'
+    return (
+        f"{{sa_family=AF_INET6, sin6_port=htons({port}), sin6_flowinfo=htonl(0), "
+        f'inet_pton(AF_INET6, "{address}", &sin6_addr), sin6_scope_id={scope}}}, 28'
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["connect", "sendto", "sendto-peer"]),
+    QUICK_ADDRESSES,
+    st.sampled_from([53, 443, 5353]),
+    st.sampled_from(["0", 'if_nametoindex("lo")']),
+    st.sampled_from(['"x"', '"\\0\\1q=1 = 2"', '"\\x12\\x34"...', '"a\\"b"']),
+    st.sampled_from(["0", "-1 ENETUNREACH (Network is unreachable)", "12 <0.000021>"]),
+)
+def test_the_quick_decoders_read_a_line_as_the_general_decoder_does(
+    call: str,
+    address: tuple[str, str],
+    port: int,
+    scope: str,
+    payload: str,
+    result: str,
+) -> None:
+    where = sockaddr_text(*address, port, scope)
+    args = {
+        "connect": f"connect(7, {where})",
+        "sendto": f"sendto(7, {payload}, 12, MSG_NOSIGNAL, {where})",
+        "sendto-peer": f"sendto(7, {payload}, 12, 0, NULL, 0)",
+    }[call]
+    lines = [f"4000  1795634279.000137 {args} = {result}\n"] * 3  # new, seen again, cached
+    quick = list(parse_all(lines))
+    with pytest.MonkeyPatch.context() as general:
+        general.setattr(parse_module, "_QUICK", {})
+        general.setattr(parse_module, "_QUICK_LINE", {})
+        assert quick == list(parse_all(lines))
+
+
+def test_caches_stay_bounded_however_many_destinations_a_log_has() -> None:
+    parser = Parser()
+    lines = (
+        f"4000  1795634279.{i:06d} connect({i % 900 + 3}, "
+        f"{sockaddr_text('AF_INET', f'10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}', 443, '0')})"
+        " = -1 ENETUNREACH (Network is unreachable)\n"
+        for i in range(40_000)
+    )
+    assert sum(1 for _ in parser.records(lines)) == 40_000
+    assert len(parser._whole) <= parse_module._LINES_MAX
+    assert len(parser._fast) <= parse_module._LINES_MAX
+    assert len(parser._addresses) <= parse_module._ADDRESSES_MAX
+    assert len(parser._once) <= parse_module._LINES_MAX
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # No timestamp, and what follows the pid looks like one word and then a call.
+        "12955 connect(8, g(ksa_family=AF_INET,sin_port=htons(5555)}, 16) = -1 EINPROGRESS",
+        '12979 connect(22<socket\x1ce([27448]>, {sa_family=AF_UNIX, sun_path="s"}, 19) = 0',
+        # A garbled word before the call that reads as a call of its own.
+        '12012 q(795679098.376357 sendto(6, "ping", 4, 0, {sa_family=AF_\x04NET}, 16) = 4',
+        '12971 04:\x1ef(0:16.005872 sendto(21, "x", 1, 0, {sa_family=AF_INET}, 16) = 1 <0.1>',
+    ],
+)
+def test_a_garbled_line_keeps_the_call_it_names(line: str) -> None:
+    (call,) = [r for r in parse_all([line]) if isinstance(r, NetCall)]
+    assert call.syscall in (Syscall.CONNECT, Syscall.SENDTO)
+
+
+def test_a_port_strace_would_not_print_is_kept_as_printed_not_read_as_another() -> None:
+    sockaddr = '{sa_family=AF_INET, sin_port=htons(0443), sin_addr=inet_addr("192.0.2.1")}'
+    (call,) = parse_all([f"10  1795634279.000137 connect(3, {sockaddr}, 16) = 0\n"])
+    assert isinstance(call, NetCall) and call.dest is not None
+    assert call.dest.port is None and "htons(0443)" in call.dest.address

@@ -16,8 +16,9 @@ from netaudit.cli import main
 from netaudit.errors import AllowlistError
 from netaudit.model import SESSION, AuditResult, Destination, Endpoint, RunInfo, Verdict
 from netaudit.policy import TestPolicy, from_wire, normalise, policies, short_rule
+from netaudit.render import text
 from netaudit.render.json import to_json
-from netaudit.rules import DEFAULT, Allowlist
+from netaudit.rules import DEFAULT, Allowlist, scope_matches
 
 DOC = Endpoint("AF_INET", "192.0.2.10", 53)
 PG = Endpoint("AF_INET", "10.0.0.5", 5432)
@@ -312,6 +313,47 @@ def test_a_scoped_rule_allows_only_events_of_matching_tests(
     (judged,) = judge([dest(endpoint, test)], scoped())
     found = judged.verdict.rule
     assert found == rule or (rule is not None and found is not None and found.startswith(rule[:-1]))
+
+
+@pytest.mark.parametrize(
+    ("scope", "test", "matches"),
+    [
+        ("tests/sub/", "tests/sub/test_deep.py::test_x", True),
+        ("tests/sub", "tests/sub/deeper/test_deep.py::TestC::test_x", True),
+        ("tests/sub", "tests/subway/test_x.py::test_x", False),
+        ("tests/sub/test_deep.py", "tests/sub/test_deep.py::test_x", True),
+        ("tests/sub/test_deep.py", "tests/sub/test_deep.pyc::test_x", False),
+        ("tests/test_p.py::TestC", "tests/test_p.py::TestC::test_x", True),
+        ("tests/test_p.py::test_p[53]", "tests/test_p.py::test_p[53]", True),  # copied nodeid
+        ("tests/test_p.py::test_p[53]", "tests/test_p.py::test_p[5]", False),
+        ("tests/test_p.py::test_p", "tests/test_p.py::test_p[53]", True),  # each parameter
+        ("tests/test_p.py::test_p", "tests/test_p.py::test_p_other", False),
+        ("tests/*::test_p[53]", "tests/test_p.py::test_p5", True),  # a glob stays a glob
+        ("<session>", SESSION, True),
+        ("tests/sub/", SESSION, False),
+    ],
+)
+def test_a_scope_matches_what_it_names_literally_and_as_a_glob(
+    scope: str, test: str, matches: bool
+) -> None:
+    assert scope_matches(scope, test) is matches
+
+
+def test_scopes_that_match_no_test_of_the_run_are_found_with_their_rule() -> None:
+    allowlist = loads(
+        "version: 1\nallowlist:\n"
+        "  - name: db\n    family: AF_INET\n    tests: ['tests/sub/', 'tests/typo.py']\n"
+        "  - family: AF_UNIX\n    tests: '<session>'\n",
+        "allow.yaml",
+    )
+    unmatched = allowlist.unmatched_scopes(["tests/sub/test_a.py::test_x", SESSION])
+    assert [(rule.name, rule.line, scope) for rule, scope in unmatched] == [
+        ("db", 3, "tests/typo.py")
+    ]
+    assert text.unmatched_scope_lines(unmatched, 1) == [
+        "netaudit: warning: allow.yaml:3: tests: 'tests/typo.py' of rule 'db' matched none of "
+        "the 1 test this run ran (nor <session>)"
+    ]
 
 
 def test_a_glob_star_matches_the_session_too_as_documented() -> None:

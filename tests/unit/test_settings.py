@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from netaudit.errors import ConfigError
-from netaudit.settings import find_pyproject, load_project_config, resolve
+from netaudit.settings import find_pyproject, load_project_config, resolve, write_report
 
 
 def write(path: Path, text: str) -> Path:
@@ -96,6 +96,7 @@ def test_a_missing_file_named_in_pyproject_is_an_error_at_that_line(tmp_path: Pa
         tmp_path / "pyproject.toml",
         '[project]\nname = "x"\n\n[tool.netaudit]\nallowlist = "gone.yaml"\nreport = "no/r.json"\n',
     )
+    write(tmp_path / "no", "a file where the report's folder would be\n")
     settings = resolve(tmp_path)
     with pytest.raises(ConfigError) as allowlist:
         settings.allowlist.load()
@@ -104,10 +105,13 @@ def test_a_missing_file_named_in_pyproject_is_an_error_at_that_line(tmp_path: Pa
     with pytest.raises(ConfigError) as report:
         settings.check_report()
     assert (report.value.path, report.value.line) == (str(pyproject), 6)
-    assert "the report's folder does not exist" in report.value.message
+    assert f"{tmp_path / 'no'} is a file, so the report's folder cannot be made" in (
+        report.value.message
+    )
 
 
 def test_a_missing_file_named_by_a_flag_is_an_error_about_that_file(tmp_path: Path) -> None:
+    write(tmp_path / "no", "a file where the report's folder would be\n")
     settings = resolve(tmp_path, allowlist="gone.yaml", report="no/r.json")
     with pytest.raises(ConfigError) as allowlist:
         settings.allowlist.load()
@@ -115,3 +119,62 @@ def test_a_missing_file_named_by_a_flag_is_an_error_about_that_file(tmp_path: Pa
     with pytest.raises(ConfigError) as report:
         settings.check_report()
     assert report.value.path == str(tmp_path / "no" / "r.json")
+
+
+def test_keep_trace_resolves_like_the_report_and_is_checked_before_the_run(
+    tmp_path: Path,
+) -> None:
+    pyproject = write(tmp_path / "pyproject.toml", '[tool.netaudit]\nkeep_trace = "t/trace.log"\n')
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    assert resolve(sub).keep_trace == tmp_path / "t" / "trace.log"  # relative to the project
+    assert resolve(sub, keep_trace="mine.log").keep_trace == sub / "mine.log"
+    assert resolve(tmp_path / "sub", config=load_project_config(None)).keep_trace is None
+    resolve(sub).check_report()  # a missing folder is made when the trace is kept
+    (tmp_path / "t").write_text("a file, where the folder would be")
+    with pytest.raises(ConfigError) as blocked:
+        resolve(sub).check_report()
+    assert (blocked.value.path, blocked.value.line) == (str(pyproject), 2)
+    assert "keep_trace = " in blocked.value.message
+    assert "so the keep trace's folder cannot be made there" in blocked.value.message
+
+
+def test_a_report_in_folders_that_do_not_exist_yet_is_accepted_and_they_are_made(
+    tmp_path: Path,
+) -> None:
+    settings = resolve(tmp_path, report="out/deep/r.json")
+    settings.check_report()
+    assert settings.report is not None
+    write_report(settings.report, lambda file: print("{}", file=file))
+    assert (tmp_path / "out" / "deep" / "r.json").read_text() == "{}\n"
+
+
+def test_netaudit_yaml_in_pytests_rootdir_is_found_from_a_subfolder(tmp_path: Path) -> None:
+    write(tmp_path / "netaudit.yaml", "version: 1\nallowlist: []\n")
+    sub = tmp_path / "tests" / "sub"
+    sub.mkdir(parents=True)
+    found = resolve(sub, rootdir=tmp_path).allowlist
+    assert found.path == tmp_path / "netaudit.yaml"
+    assert found.describe() == (
+        f"{tmp_path / 'netaudit.yaml'} (netaudit.yaml in pytest's rootdir; none in the current "
+        "directory)"
+    )
+    assert resolve(sub).allowlist.path is None  # the command line has no rootdir
+    write(sub / "netaudit.yaml", "version: 1\nallowlist: []\n")
+    here = resolve(sub, rootdir=tmp_path).allowlist  # the current directory comes first
+    assert (here.path, here.source) == (
+        sub / "netaudit.yaml",
+        "netaudit.yaml in the current directory",
+    )
+
+
+def test_the_system_resolvers_are_read_from_resolv_conf(tmp_path: Path) -> None:
+    from netaudit import resolvers
+
+    conf = write(
+        tmp_path / "resolv.conf",
+        "# comment\nnameserver 10.255.255.53\nnameserver fe80::1%eth0\nnameserver ::ffff:10.0.0.2\n"
+        "nameserver bogus\nsearch example.test\n",
+    )
+    assert resolvers.nameservers(conf) == {"10.255.255.53", "fe80::1", "10.0.0.2"}
+    assert resolvers.nameservers(tmp_path / "missing") == frozenset()

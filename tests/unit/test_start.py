@@ -4,10 +4,12 @@ the plugin read them; anything it cannot tell for sure is left to the plugin (No
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
+import netaudit
 import netaudit_start
 from netaudit import protocol
 from netaudit_start import Plan, decide, pytest_args
@@ -122,7 +124,30 @@ def test_what_asks_for_the_audit(
 ) -> None:
     project = write(tmp_path / "project", files)
     env = {"PYTEST_ADDOPTS": addopts} if addopts else {}
-    assert decide(args, env, project) == plan
+    assert unlenient(decide(args, env, project)) == plan
+
+
+def unlenient(plan: Plan | None) -> Plan | None:
+    """The plan without what says whether it may run unaudited (tested on its own below)."""
+    return None if plan is None else dataclasses.replace(plan, lenient="")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "lenient"),
+    [
+        ([], {}, True),  # only enabled = true asked: a developer without strace may run
+        (["--netaudit"], {}, False),  # asked for on the command line: fails closed
+        ([], {"PYTEST_ADDOPTS": "--netaudit"}, False),
+        ([], {"CI": "true"}, False),  # CI: fails closed
+    ],
+)
+def test_only_enabled_true_outside_ci_may_run_unaudited_where_strace_cannot(
+    tmp_path: Path, args: list[str], env: dict[str, str], lenient: bool
+) -> None:
+    pyproject = write(tmp_path, {"pyproject.toml": ENABLED}) / "pyproject.toml"
+    plan = decide(args, env, tmp_path)
+    assert plan is not None
+    assert plan.lenient == (f"enabled = true in {pyproject}" if lenient else "")
 
 
 def test_a_value_given_apart_that_moves_the_rootdir_is_left_to_the_plugin(tmp_path: Path) -> None:
@@ -130,13 +155,13 @@ def test_a_value_given_apart_that_moves_the_rootdir_is_left_to_the_plugin(tmp_pa
     write(tmp_path / "elsewhere", {"pytest.ini": "[pytest]\n", "r.json": "{}"})
     report = str(tmp_path / "elsewhere" / "r.json")
     assert decide(["--netaudit-report", report], {}, project) is None
-    assert decide([f"--netaudit-report={report}"], {}, project) == Plan()
+    assert unlenient(decide([f"--netaudit-report={report}"], {}, project)) == Plan()
 
 
 def test_the_project_is_found_from_a_folder_inside_it(tmp_path: Path) -> None:
     write(tmp_path, {"pyproject.toml": ENABLED + "names = true\n", "tests/sub/test_x.py": ""})
-    assert decide([], {}, tmp_path / "tests" / "sub") == Plan(names=True)
-    assert decide(["tests/sub/test_x.py::test_a"], {}, tmp_path) == Plan(names=True)
+    assert unlenient(decide([], {}, tmp_path / "tests" / "sub")) == Plan(names=True)
+    assert unlenient(decide(["tests/sub/test_x.py::test_a"], {}, tmp_path)) == Plan(names=True)
 
 
 def test_paths_of_tests_lead_to_their_project(tmp_path: Path) -> None:
@@ -145,8 +170,9 @@ def test_paths_of_tests_lead_to_their_project(tmp_path: Path) -> None:
     assert decide([str(tmp_path / "b" / "t")], {}, tmp_path / "a") == Plan()
 
 
-def test_the_hook_and_the_protocol_agree_on_the_environment_variable() -> None:
+def test_the_hook_and_the_protocol_agree_on_the_environment_variables() -> None:
     assert netaudit_start.ENV_SUPERVISOR == protocol.ENV_SUPERVISOR
+    assert netaudit_start.ENV_UNAUDITED == netaudit.ENV_UNAUDITED
 
 
 def test_the_hook_stands_aside_in_a_traced_process_and_when_switched_off(
@@ -156,7 +182,11 @@ def test_the_hook_stands_aside_in_a_traced_process_and_when_switched_off(
     called: list[object] = []
     monkeypatch.setattr(netaudit_start, "_supervise", lambda *a: called.append(a))
     monkeypatch.setattr(netaudit_start, "_argv", lambda: [PY, "-m", "pytest", "--netaudit"])
-    for env in ({protocol.ENV_SUPERVISOR: "token"}, {netaudit_start.ENV_EARLY: "0"}):
+    for env in (
+        {protocol.ENV_SUPERVISOR: "token"},
+        {netaudit_start.ENV_EARLY: "0"},
+        {netaudit.ENV_UNAUDITED: "1"},  # the pytest it runs again unaudited
+    ):
         monkeypatch.setattr(netaudit_start, "_started", False)
         with monkeypatch.context() as patch:
             for name, value in env.items():
@@ -169,3 +199,18 @@ def test_the_hook_stands_aside_in_a_traced_process_and_when_switched_off(
     netaudit_start.start()
     netaudit_start.start()  # the .pth read twice: once is all
     assert len(called) == 1
+
+
+def test_the_trace_to_keep_is_resolved_as_the_plugin_resolves_it(tmp_path: Path) -> None:
+    project = write(tmp_path / "project", {"pyproject.toml": ENABLED + 'keep_trace = "t/x.log"\n'})
+    inside = project / "sub"
+    inside.mkdir()
+    assert keep([], inside) == str(project / "t" / "x.log")
+    assert keep(["--netaudit-keep-trace", "mine.log"], inside) == str(inside / "mine.log")
+    assert keep(["--netaudit-keep-trace=mine.log"], inside) == str(inside / "mine.log")
+
+
+def keep(argv: list[str], cwd: Path) -> str | None:
+    plan = decide(argv, {}, cwd)
+    assert plan is not None
+    return plan.keep_trace

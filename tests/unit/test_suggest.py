@@ -233,3 +233,21 @@ def test_any_unparsed_line_or_other_family_is_only_ever_a_comment(raw: str, fami
     text = suggest_rules([seen(None, raw=raw), seen(Endpoint(family, raw))])
     assert strict(text).rules == ()
     assert "\n# Not allowed, and no rule can allow exactly these:\n" in text
+
+
+def test_a_system_resolver_is_allowed_only_to_the_tests_that_used_it_and_says_why() -> None:
+    from netaudit.audit import judge
+
+    resolver = Endpoint("AF_INET", "10.255.255.53", 53)
+    used = [
+        replace(seen(resolver, test), resolver=True)
+        for test in ("tests/test_p.py::test_p[53]", "tests/test_a.py::test_a")
+    ]
+    text = suggest_rules(used)
+    assert "- name: system resolver AF_INET 10.255.255.53:53 (seen from " in text
+    assert "  tests:\n  - tests/test_a.py::test_a\n  - tests/test_p.py::test_p[53]\n" in text
+    assert "# A rule for the system resolver" in text and "any name" in text
+    allowlist = strict(text)
+    assert all(d.verdict.allowed for d in judge(used, allowlist))
+    other = replace(used[0], test="tests/test_b.py::test_b")
+    assert not judge([other], allowlist)[0].verdict.allowed  # not for every test

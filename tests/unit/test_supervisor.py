@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import subprocess
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from netaudit import supervisor as supervisor_module
-from netaudit.audit import UNJUDGED
+from netaudit.audit import UNJUDGED, Folder
 from netaudit.model import (
     SESSION,
     Destination,
@@ -22,6 +23,10 @@ from netaudit.model import (
     HazardKind,
     Mark,
     MarkVerb,
+    NetCall,
+    NetEvent,
+    Process,
+    Syscall,
     TraceStats,
 )
 from netaudit.protocol import Hello, RunAudit, TableEntry
@@ -114,8 +119,19 @@ def named(
     findings: Sequence[Finding] = (),
     run: str = RUN,
 ) -> RunAudit:
+    """What _named makes of a folder that folded these destinations and findings."""
+    folder = Folder()
+    for d in destinations:
+        pids = list(itertools.islice(itertools.cycle(d.pids), d.count))
+        call = NetCall(Syscall.CONNECT, 0, d.first_time, 3, d.endpoint, d.results[0][0], raw=d.raw)
+        folder.feed(
+            NetEvent(call._replace(tid=pid), Process(pid, None, d.programs[0]), d.test,
+                     d.after_test, run)
+            for pid in pids
+        )  # fmt: skip
+    folder.feed(findings)
     with sup._cond:  # as audit_of holds it: _named waits on the condition
-        return sup._named(run, destinations, findings, "")
+        return sup._named(run, folder, "")
 
 
 def test_test_keys_become_the_nodeids_of_the_runs_table(sup: Supervisor) -> None:
@@ -161,7 +177,7 @@ def test_two_workers_destinations_of_one_nodeid_are_merged(sup: Supervisor) -> N
         ("t.py::a", LOOP, 1, (10,), False),
         ("t.py::a", PUBLIC, 1, (12,), True),
     ]
-    assert audit.destinations[0].results == (("ENETUNREACH", 5),)
+    assert next(iter(audit.destinations)).results == (("ENETUNREACH", 5),)
     assert audit.locations == (("t.py::a", "t.py:3"),)
 
 

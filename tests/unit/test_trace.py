@@ -284,3 +284,46 @@ def test_tampered_names_foreign_lines_first_then_a_cut() -> None:
     assert tampered(0) == ""
     assert "2 line(s) that strace did not write" in tampered(2, cut=True)
     assert tampered(0, cut=True).startswith("the trace was cut short")
+
+
+# --- Keeping the trace -----------------------------------------------------------------------
+
+WRITES_A_LOG = 'for a; do case "$a" in */trace.log) log="$a";; esac; done; echo "1 line" > "$log"'
+
+
+def test_the_log_is_kept_where_asked_and_the_private_dir_still_goes(tmp_path: Path) -> None:
+    kept = tmp_path / "made" / "kept.log"  # missing folders are made
+    with TracedRun(fake_tracer(tmp_path, WRITES_A_LOG), keep=kept) as traced:
+        assert traced.run(["true"]) == 0
+        folder = os.path.dirname(traced.log_path)
+    assert kept.read_text() == "1 line\n"
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert (traced.kept, traced.keep_error) == (str(kept), "")
+    assert not os.path.exists(folder)
+
+
+def test_the_log_is_kept_when_the_run_fails_too(tmp_path: Path) -> None:
+    kept = tmp_path / "kept.log"
+    tracer = fake_tracer(tmp_path, WRITES_A_LOG + "; echo 'strace: boom' >&2; exit 1")
+    with pytest.raises(TraceError, match="boom"), TracedRun(tracer, keep=kept) as traced:
+        traced.run(["true"])
+    assert kept.read_text() == "1 line\n"
+
+
+def test_a_trace_that_cannot_be_kept_is_said_and_the_private_dir_still_goes(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with TracedRun(fake_tracer(tmp_path, WRITES_A_LOG), keep=tmp_path / "file" / "k.log") as traced:
+        traced.run(["true"])
+        folder = os.path.dirname(traced.log_path)
+    assert traced.kept is None
+    assert "cannot keep the trace in" in traced.keep_error
+    assert not os.path.exists(folder)
+
+
+def test_nothing_is_kept_when_strace_wrote_no_log(tmp_path: Path) -> None:
+    kept = tmp_path / "kept.log"
+    with TracedRun(fake_tracer(tmp_path, "exit 0"), keep=kept) as traced:
+        traced.run(["true"])
+    assert not kept.exists() and traced.kept is None and traced.keep_error == ""

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from netaudit import allowlist as allowlist_module
+from netaudit import jsonstream, spill
 from netaudit.audit import judge
 from netaudit.cli import main
 from netaudit.errors import EXIT_USAGE
@@ -321,3 +322,76 @@ def test_known_names_make_host_rules_one_per_name_and_queries_are_evidence(tmp_p
     items = json.loads(triage_json(found, [str(report)]))["undeclared"]
     assert {item["rule"].get("host") for item in items} == {"api.example.test", None}
     assert [item["queries"] for item in items if item["queries"]] == [["A api.example.test"]]
+
+
+# Reports of any size: read as a stream, merged in bounded memory, written as they go.
+
+
+def big_report(path: Path, n: int) -> tuple[Destination, ...]:
+    destinations = tuple(
+        dest(
+            Endpoint("AF_INET", f"10.0.{i // 200}.{i % 200}", 443 + i % 3),
+            test=f"tests/test_a.py::test_{i % 7}",
+            rule="db" if i % 5 == 0 else None,
+            where=(f"tests/test_a.py:{i % 11} in test_x",),
+        )
+        for i in range(n)
+    )
+    write(path, *destinations)
+    return destinations
+
+
+def test_a_report_read_in_small_chunks_reads_as_it_was_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written = big_report(tmp_path / "r.json", 60)
+    monkeypatch.setattr(jsonstream, "_CHUNK", 7)
+    assert load_report(tmp_path / "r.json").destinations == written
+    (tmp_path / "odd.json").write_text(
+        json.dumps(json.loads((tmp_path / "r.json").read_text()), indent=3, sort_keys=True)
+    )
+    assert load_report(tmp_path / "odd.json").destinations == written  # any layout, any order
+
+
+def test_a_damaged_report_names_the_line_past_the_first_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big_report(tmp_path / "r.json", 40)
+    lines = (tmp_path / "r.json").read_text().splitlines()
+    lines[30] = lines[30][:-5]
+    (tmp_path / "r.json").write_text("\n".join(lines))
+    monkeypatch.setattr(jsonstream, "_CHUNK", 64)
+    with pytest.raises(ReportError, match=r"r\.json:31: not JSON"):
+        load_report(tmp_path / "r.json")
+
+
+def test_a_big_report_is_kept_on_disk_and_triaged_as_a_small_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written = big_report(tmp_path / "r.json", 300)
+    in_memory = undeclared([load_report(tmp_path / "r.json")])
+    monkeypatch.setattr(spill, "SMALL", 10)
+    monkeypatch.setattr(spill, "LIMIT", 16)
+    report = load_report(tmp_path / "r.json")
+    assert isinstance(report.destinations, spill.Spilled)
+    assert list(report.destinations) == list(written)
+    found = undeclared([report, report])
+    assert len(found) == len(in_memory) == 240
+    assert list(found) == [replace(e, runs=2, calls=2 * e.calls) for e in in_memory]
+    assert found[3] == list(found)[3]
+    assert to_yaml(found, 2, []) == to_yaml(list(found), 2, [])
+
+
+def test_the_triage_json_is_written_as_json_dumps_would_write_it(tmp_path: Path) -> None:
+    report = load_report(write(tmp_path / "r.json", dest(PUBLIC), dest(None, raw="junk")))
+    found = undeclared([report])
+    document = json.loads(triage_json(found, ["r.json"]))
+    assert triage_json(found, ["r.json"]) == json.dumps(document, indent=1) + "\n"
+    assert (
+        triage_json([], [])
+        == json.dumps(
+            {"schema": "netaudit.triage", "schema_version": 1, "reports": [], "undeclared": []},
+            indent=1,
+        )
+        + "\n"
+    )

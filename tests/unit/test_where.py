@@ -7,6 +7,7 @@ loopback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import marshal
@@ -22,6 +23,7 @@ import pytest
 from netaudit import markers
 from netaudit.markers import MarkVerb
 from netaudit.model import SESSION, Destination, Endpoint, Verdict
+from netaudit.pytest_plugin import where as where_module
 from netaudit.pytest_plugin.where import MAX_SITES, WhereRecorder, target_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +64,8 @@ def dest(test: str, ip: str, port: int, pids: tuple[int, ...] = ()) -> Destinati
 
 
 def sites(recorder: WhereRecorder, test: str, ip: str, port: int) -> tuple[str, ...]:
-    return recorder.attach([dest(test, ip, port)])[0].where
+    (attached,) = recorder.attach([dest(test, ip, port)])
+    return attached.where
 
 
 def test_a_call_from_a_helper_shows_the_test_frame_then_the_helper(
@@ -123,8 +126,8 @@ def test_records_join_only_their_own_test_pid_and_destination(recorder: WhereRec
     assert sites(recorder, NODE, "192.0.2.4", 53)
     assert sites(recorder, "other::test", "192.0.2.4", 53) == ()
     assert sites(recorder, NODE, "192.0.2.4", 54) == ()
-    other_pid = recorder.attach([dest(NODE, "192.0.2.4", 53, pids=(os.getpid() + 1,))])
-    assert other_pid[0].where == ()
+    (other_pid,) = recorder.attach([dest(NODE, "192.0.2.4", 53, pids=(os.getpid() + 1,))])
+    assert other_pid.where == ()
 
 
 def test_a_thread_of_the_test_is_recorded_under_the_test(recorder: WhereRecorder) -> None:
@@ -235,7 +238,7 @@ def test_reports_show_where_below_each_destination() -> None:
     block = text.violations_block(result).splitlines()
     assert block[5:8] == [
         "    AF_INET 192.0.2.9:443 (count=1, pids=[12345])",
-        "      by python3: connect -> 0",
+        "      by python3: connect -> connected",
         f"      at {site}",
     ]
     table = text.verbose_table(result.destinations).splitlines()
@@ -293,3 +296,39 @@ def test_a_failure_in_the_recorder_never_fails_the_call(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         assert s.connect_ex(("127.0.0.1", 9)) == 0
     assert recorder.export() == []
+
+
+def test_a_process_records_sites_for_at_most_max_destinations(
+    recorder: WhereRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(where_module, "MAX_DESTINATIONS", 3)
+    recorder.begin(NODE, None)
+    for port in range(1, 6):
+        udp_connect("127.0.0.1", port)
+    recorder.end()
+    assert [bool(sites(recorder, NODE, "127.0.0.1", port)) for port in range(1, 6)] == [
+        True, True, True, False, False
+    ]  # fmt: skip
+
+
+def test_a_lookups_lines_go_to_the_system_resolvers_destination(recorder: WhereRecorder) -> None:
+    def test_lookup() -> None:
+        with contextlib.suppress(OSError):
+            socket.getaddrinfo("127.0.0.1", 80)  # a lookup (numeric: no query is sent)
+
+    recorder.begin(NODE, test_lookup)
+    test_lookup()
+    recorder.end()
+    resolver = replace(dest(NODE, "10.255.255.53", 53), resolver=True)
+    other = dest(NODE, "192.0.2.1", 53)  # not the resolver: the lookup is not its line
+    attached = list(recorder.attach([resolver, other]))
+    line = line_of('socket.getaddrinfo("127.0.0.1", 80)')
+    assert attached[0].where == (f"tests/unit/test_where.py:{line} in test_lookup",)
+    assert attached[1].where == ()
+    exported = recorder.export()
+    into = WhereRecorder(ROOT)
+    try:
+        into.add(exported)  # an xdist worker's lookups reach its controller too
+        assert next(iter(into.attach([resolver]))).where == attached[0].where
+    finally:
+        into.close()

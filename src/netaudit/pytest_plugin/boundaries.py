@@ -104,6 +104,12 @@ class Boundaries:
         for item in items:
             self.policy(item)
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """The table of the tests that will run, at once: a test then pays its marker only."""
+        for item in session.items:
+            self.index(item)
+        self.link.flush()
+
     @pytest.hookimpl(wrapper=True)
     def pytest_make_collect_report(
         self, collector: pytest.Collector

@@ -1,4 +1,4 @@
-"""The plugin's own start, where the start hook (netaudit.early) did not act: a
+"""The plugin's own start, where the start hook (netaudit_start) did not act: a
 ``pytest.main()`` host, an environment without the .pth file, or a command line the hook could
 not read for sure.
 
@@ -38,8 +38,10 @@ raise SystemExit(main())
 """
 
 
-def supervise(config: pytest.Config, settings: Settings) -> int:
-    """Runs the session under strace; returns the status the user should see."""
+def supervise(config: pytest.Config, settings: Settings, lenient: str = "") -> int | None:
+    """Runs the session under strace; returns the status the user should see, or None when
+    this process is to run it unaudited (strace cannot trace here, and ``lenient`` says why
+    that is allowed: launch.run_session)."""
     plugins = config.invocation_params.plugins or ()
     if any(not isinstance(p, str) for p in plugins):
         print(
@@ -70,6 +72,8 @@ def supervise(config: pytest.Config, settings: Settings) -> int:
         env=os.environ,
         names=settings.names,
         io_uring=settings.io_uring,
+        lenient=lenient,
+        keep_trace=settings.keep_trace,
         block=block,
     )
 

@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .options import usage_error
+
 if TYPE_CHECKING:
     from ..settings import ProjectConfig
 
 #: netaudit's options that take a value.
 VALUED = ("--netaudit-allowlist", "--netaudit-report", "--netaudit-io-uring",
           "--netaudit-keep-trace", "--netaudit-block-errno")  # fmt: skip
-_ADVICE = "to run the tests without the audit, pass --no-netaudit"
 
 
 def check_values(config: pytest.Config) -> None:
@@ -47,9 +48,9 @@ def check_values(config: pytest.Config) -> None:
         moved = any(Path(config.invocation_params.dir, v).exists() for v in values)
     if moved:
         option, value = next((o, v) for o, v in apart if v in values)
-        raise pytest.UsageError(
-            f"netaudit: pytest took the value of {option} ({value}) as a path of tests, which "
-            f"moves its rootdir (now {config.rootpath}) and the configuration it reads: write "
+        raise usage_error(
+            f"pytest took the value of {option} ({value}) as a path of tests, which moves its "
+            f"rootdir (now {config.rootpath}) and the configuration it reads: write "
             f"{option}={value}"
         )
 
@@ -92,16 +93,16 @@ def check_project(config: pytest.Config, project: ProjectConfig | None, enabled:
             try:
                 asking = load_project_config(found)
             except ConfigError as err:  # it may ask for the audit: it must be readable
-                raise pytest.UsageError(f"netaudit: {err}") from err
+                raise usage_error(str(err)) from err
             if asking.get("enabled") is True:
                 line = asking.where("enabled")
                 at = f"{found}:{line[1]}" if line and line[1] else str(found)
-                raise pytest.UsageError(
-                    f"netaudit: {at} asks for the audit (enabled = true), but pytest reads its "
+                raise usage_error(
+                    f"{at} asks for the audit (enabled = true), but pytest reads its "
                     f"configuration from {config.inipath or config.rootpath}, so that "
                     f"[tool.netaudit] is not read here: pass --netaudit (and "
                     f"--netaudit-allowlist=PATH), or run pytest where that pyproject.toml "
-                    f"is its configuration; {_ADVICE}"
+                    f"is its configuration"
                 )
         found = (
             _pyproject_above(found.parent.parent) if found.parent != found.parent.parent else None

@@ -6,8 +6,6 @@ import contextlib
 import os
 from dataclasses import dataclass
 
-import pytest
-
 from ..proctree import tracer_pid
 from ..protocol import (
     ENV_SUPERVISOR,
@@ -20,8 +18,7 @@ from ..protocol import (
     TableEntry,
     Welcome,
 )
-
-_ADVICE = "to run the tests without the audit, pass --no-netaudit"
+from .options import usage_error
 
 
 @dataclass(frozen=True)
@@ -58,23 +55,23 @@ class Link:
         try:
             self._channel = Channel(role.token)
         except OSError as err:
-            raise pytest.UsageError(
-                f"netaudit: {ENV_SUPERVISOR} is set, but no netaudit supervisor answers "
-                f"({err}): unset it if it was left over, and run pytest --netaudit from outside "
-                f"any traced process; {_ADVICE}"
+            raise usage_error(
+                f"{ENV_SUPERVISOR} is set, but no netaudit supervisor answers ({err}): unset "
+                "it if it was left over, and run pytest --netaudit from outside any traced "
+                "process"
             ) from err
         hello = Hello(role.run, role.worker, os.getpid(), audit, reason, settings)
         try:
             self.welcome = self._channel.request(hello, Welcome)
         except (OSError, ValueError, EOFError) as err:
             self._channel.close()
-            raise pytest.UsageError(f"netaudit: the supervisor did not answer ({err})") from err
+            raise usage_error(f"the supervisor did not answer ({err})") from err
         traced_by = tracer_pid(os.getpid())
         if audit and traced_by != self.welcome.strace_pid:
             self._channel.close()
-            raise pytest.UsageError(
-                "netaudit: this process is not traced by its session's strace "
-                f"(TracerPid {traced_by}); the audit cannot run here; {_ADVICE}"
+            raise usage_error(
+                "this process is not traced by its session's strace "
+                f"(TracerPid {traced_by}); the audit cannot run here"
             )
 
     def table(

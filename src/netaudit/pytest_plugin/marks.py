@@ -17,8 +17,10 @@ MARKER = (
 
 
 def register(config: pytest.Config) -> None:
-    """Always, so that --strict-markers accepts the marker even when auditing is off."""
-    config.addinivalue_line("markers", MARKER)
+    """Always, so that --strict-markers accepts the marker even when auditing is off; once,
+    whichever of the plugin and always.py comes first."""
+    if MARKER not in config.getini("markers"):
+        config.addinivalue_line("markers", MARKER)
 
 
 def item_policy(item: pytest.Item) -> Wire | None:
@@ -34,4 +36,6 @@ def item_policy(item: pytest.Item) -> Wire | None:
     try:
         return normalise(markers, path, None if line is None else line + 1)
     except AllowlistError as err:
-        raise pytest.UsageError(f"netaudit: {err} (in {item.nodeid})") from None
+        from .options import usage_error
+
+        raise usage_error(f"{err} (in {item.nodeid})") from None

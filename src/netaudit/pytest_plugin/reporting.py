@@ -6,18 +6,21 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import pytest
 
-from ..markers import MarkVerb
+from ..markers import SESSION, MarkVerb
 from ..status import INTERNAL_ERROR, with_outcome, worse
+from . import statsline
 from .boundaries import Boundaries
 from .link import Link
 from .where import WhereRecorder
 
 if TYPE_CHECKING:
+    from ..model import Destination
     from ..outcome import Outcome
     from ..protocol import RunAudit
     from ..rules import Allowlist
@@ -47,6 +50,7 @@ class Reporter:
         self.outcome: Outcome | None = None
         #: Why no outcome could be had (the supervisor did not answer).
         self.problem = ""
+        self.nameservers: frozenset[str] = frozenset()
 
     def pytest_report_header(self) -> list[str]:
         welcome = self.link.welcome
@@ -74,8 +78,12 @@ class Reporter:
         except (OSError, ValueError, EOFError) as err:
             self.problem = f"the supervisor did not answer ({err})"
             session.exitstatus = worse(int(session.exitstatus), INTERNAL_ERROR)
+            statsline.add(self.config, statsline.parts(None))
             return
-        outcome = judge_run(audit, self.allowlist, self.where.attach)
+        from .. import resolvers
+
+        self.nameservers = resolvers.nameservers()
+        outcome = judge_run(audit, self.allowlist, self._annotate)
         status = with_outcome(int(session.exitstatus), outcome.kind)
         if self.settings.report is not None:
             outcome = self._write_report(outcome, status)
@@ -83,6 +91,14 @@ class Reporter:
             outcome = self._step_summary(outcome)
         self.outcome = outcome
         session.exitstatus = with_outcome(int(session.exitstatus), outcome.kind)
+        statsline.add(self.config, statsline.parts(outcome))
+
+    def _annotate(self, destinations: Iterable[Destination]) -> Iterable[Destination]:
+        """What the run knows that the trace does not: which destinations are the system's
+        resolver, and the Python lines behind the calls (and behind the lookups)."""
+        from .. import resolvers
+
+        return self.where.attach(resolvers.mark(destinations, self.nameservers))
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         from ..outcome import Kind
@@ -97,16 +113,19 @@ class Reporter:
         for line in self.outcome.problem_lines():
             tr.write_line(line, red=True, bold=True)
         locations = self._locations()
+        more = text.full_list(self.settings.report, "--netaudit-report")
         if self.settings.verbose:
             tr.write_line("")
-            for line in text.verbose_table(result.destinations, locations).splitlines():
+            for line in text.verbose_table(result.destinations, locations, more=more).splitlines():
                 tr.write_line(line)
         tr.write_line("")
         violated = self.outcome.kind is Kind.VIOLATIONS or bool(result.violations)
-        for line in text.violations_block(result, locations).splitlines():
+        explain = not self.settings.verbose
+        block = text.violations_block(result, locations, explain_session=explain, more=more)
+        for line in block.splitlines():
             header = line.startswith((text.BAR, "  netaudit:"))
             tr.write_line(line, red=violated and header, bold=header, green=not violated)
-        summary = text.by_destination(result.destinations, every=self.settings.verbose)
+        summary = text.by_destination(result.destinations, self.settings.verbose, more)
         if summary:
             tr.write_line("")
             for line in summary.splitlines():
@@ -114,6 +133,11 @@ class Reporter:
         if github.enabled(os.environ):
             for line in github.error_commands(result, self._github_locations()).splitlines():
                 tr.write_line(line)
+        if self.audit is not None and self.allowlist.scoped():
+            ran = [test for test, _ in self.audit.locations]
+            unmatched = self.allowlist.unmatched_scopes([*ran, SESSION])
+            for line in text.unmatched_scope_lines(unmatched, len(ran)):
+                tr.write_line(line, yellow=True)
         if self.settings.suggest_rules and result.violations:
             from ..render.suggest import suggest_rules  # loads PyYAML, needed only here
 
@@ -151,6 +175,7 @@ class Reporter:
         from .. import version
         from ..model import RunInfo
         from ..render import json as json_report
+        from ..settings import write_report
         from ..trace import traced_syscalls
 
         assert self.settings.report is not None
@@ -166,9 +191,11 @@ class Reporter:
             syscalls=traced_syscalls(self.settings.names, self.settings.block),
             exit_status=status,
         )
-        document = json_report.to_json(outcome.result, run, self._locations())
         try:
-            self.settings.report.write_text(document, encoding="utf-8")
+            write_report(
+                self.settings.report,
+                lambda file: json_report.write_json(outcome.result, run, file, self._locations()),
+            )
         except OSError as err:
             return _failed(
                 outcome, f"cannot write the report {self.settings.report}: {err.strerror}"

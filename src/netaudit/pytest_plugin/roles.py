@@ -45,7 +45,8 @@ def start(config: pytest.Config, token: str | None, top_run: str | None) -> None
     link = Link(role, settings.to_wire(), live=settings.block)
     config.add_cleanup(link.close)
     _check_block(link, settings, top=top_run is not None)
-    _check_trace(link, settings.names, settings.io_uring)
+    if top_run is not None:  # a nested run shares its parent's trace, as it was started
+        _check_trace(link, settings.names, settings.io_uring)
     where = WhereRecorder(config.rootpath)
     config.add_cleanup(where.close)
     boundaries = Boundaries(link, where, link.welcome.strace_cpu)
@@ -72,8 +73,8 @@ def _check_trace(link: Link, names: bool, io_uring: str) -> None:
     welcome = link.welcome
     if (names and not welcome.names) or io_uring != welcome.io_uring:
         link.close()
-        raise pytest.UsageError(
-            "netaudit: this session's strace was started with "
+        raise options.usage_error(
+            "this session's strace was started with "
             f"names={welcome.names}, io_uring={welcome.io_uring!r}, but its settings say "
             f"names={names}, io_uring={io_uring!r}: the start hook read the configuration "
             "differently from pytest; run with NETAUDIT_EARLY_START=0, and please report this"

@@ -11,7 +11,9 @@ among the destination's pids. Matching per call by thread and order would need t
 audit to keep every call; this key is as fine as what a report shows, it needs no clock, and
 a process's hook and its markers switch tests at the same point of the same thread, so both
 sides agree on the test. A host name given to ``connect()`` itself (Python resolves it inside
-the call) is matched by port, for a destination no literal address matched.
+the call) is matched by port, for a destination no literal address matched. Lookups
+(``socket.getaddrinfo`` and its kin, and those host names) are where the system resolver's
+traffic comes from: their sites go to a destination marked as the resolver.
 
 Hooks cannot be removed: after the session, the hook's event set is emptied, and what is left
 is one set lookup per audit event.
@@ -26,7 +28,7 @@ import site
 import socket
 import sys
 import sysconfig
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import CodeType, FrameType
@@ -36,8 +38,19 @@ from .. import markers
 from ..model import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, SESSION, Destination
 
 EVENTS = frozenset({"socket.connect", "socket.sendto", "socket.sendmsg"})
+#: Name lookups: what the system resolver's traffic comes from (getaddrinfo goes to it).
+LOOKUPS = frozenset(
+    {"socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyname_ex",
+     "socket.gethostbyaddr"}
+)  # fmt: skip
+#: The family under which a lookup's call sites are kept: they belong to no one destination,
+#: but to the resolver's, of the same process and test.
+LOOKUP = "lookup"
 #: Distinct call sites kept per (pid, test, destination): a loop adds no more.
 MAX_SITES = 8
+#: Distinct (pid, test, destination) a process records sites for: a scan's further
+#: destinations are reported without them, in memory that does not grow with the scan.
+MAX_DESTINATIONS = 16384
 _MARKER = "\0" + markers.PREFIX
 
 #: (family, address, port) as the audit's Endpoint has them; port None for Unix and netlink.
@@ -63,9 +76,9 @@ class WhereRecorder:
         #: reading a frame's code raises an audit event, so each line is named once.
         self._names: dict[tuple[str, int], str] = {}
         self._own: dict[int, str] = {}
-        self._raw: dict[tuple[int, str, int, object], dict[str, None]] = {}
+        self._raw: dict[tuple[int, str, int | str, object], dict[str, None]] = {}
         self._targets: dict[tuple[int, str, Target, bool], dict[str, None]] = {}
-        self._events = set(EVENTS)
+        self._events = set(EVENTS | LOOKUPS)
         sys.addaudithook(_hook(self._events, self._seen))
 
     # -- inside the session -------------------------------------------------------------
@@ -85,7 +98,10 @@ class WhereRecorder:
         """The hook becomes a set lookup that always fails: it cannot be removed."""
         self._events.clear()
 
-    def _seen(self, args: tuple[Any, ...]) -> None:
+    def _seen(self, event: str, args: tuple[Any, ...]) -> None:
+        if event in LOOKUPS:
+            self._looked_up()
+            return
         if len(args) < 2 or args[1] is None:
             return
         sock, address = args[0], args[1]
@@ -99,11 +115,22 @@ class WhereRecorder:
             return  # an unhashable address or a socket-like object: nothing to match
         if sites is not None and len(sites) >= MAX_SITES:
             return
+        if sites is None and len(self._raw) >= MAX_DESTINATIONS:
+            return
         site = self._site(sys._getframe(2))
         if site:
             if sites is None:
                 sites = self._raw[key] = {}
             sites[site] = None
+
+    def _looked_up(self) -> None:
+        key = (os.getpid(), self.test, LOOKUP, "")
+        sites = self._raw.get(key)
+        if sites is not None and len(sites) >= MAX_SITES:
+            return
+        site = self._site(sys._getframe(3))
+        if site:
+            self._raw.setdefault(key, {})[site] = None
 
     def _site(self, frame: FrameType | None) -> str:
         """``test frame > innermost project frame``, or the one of them that exists.
@@ -187,21 +214,24 @@ class WhereRecorder:
             into = self._targets.setdefault((pid, test, target, bool(named)), {})
             into.update(dict.fromkeys(s for s in sites if isinstance(s, str)))
 
-    def attach(self, destinations: Iterable[Destination]) -> tuple[Destination, ...]:
-        """The destinations, each with the call sites recorded for its test and pids."""
+    def attach(self, destinations: Iterable[Destination]) -> Iterator[Destination]:
+        """The destinations, each with the call sites recorded for its test and pids, as a
+        stream: there may be more than memory holds (see spill)."""
         self._normalise()
         exact: dict[tuple[int, str, Target], dict[str, None]] = {}
         by_port: dict[tuple[int, str, str, int | None], dict[str, None]] = {}
+        lookups: dict[tuple[int, str], dict[str, None]] = {}
         for (pid, test, target, named), sites in self._targets.items():
+            if named or target[0] == LOOKUP:
+                lookups.setdefault((pid, test), {}).update(sites)
             if named:
                 by_port.setdefault((pid, test, target[0], target[2]), {}).update(sites)
-            else:
+            elif target[0] != LOOKUP:
                 exact.setdefault((pid, test, target), {}).update(sites)
-        attached = []
         for d in destinations:
             endpoint = d.endpoint
             if endpoint is None:
-                attached.append(d)
+                yield d
                 continue
             target = (endpoint.family, endpoint.address, endpoint.port)
             found: dict[str, None] = {}
@@ -210,21 +240,23 @@ class WhereRecorder:
             if not found:
                 for pid in d.pids:
                     found.update(by_port.get((pid, d.test, endpoint.family, endpoint.port), {}))
+            if not found and d.resolver:
+                for pid in d.pids:
+                    found.update(lookups.get((pid, d.test), {}))
             if found:
                 d = replace(d, where=tuple(sorted({*d.where, *found})))
-            attached.append(d)
-        return tuple(attached)
+            yield d
 
     def _normalise(self) -> None:
         raw, self._raw = self._raw, {}
         for (pid, test, family, address), sites in raw.items():
-            found = target_of(family, address)
+            found = ((LOOKUP, "", None), False) if family == LOOKUP else target_of(family, address)
             if found is not None:
                 target, named = found
                 self._targets.setdefault((pid, test, target, named), {}).update(sites)
 
 
-def target_of(family: int, address: object) -> tuple[Target, bool] | None:
+def target_of(family: object, address: object) -> tuple[Target, bool] | None:
     """The destination as the trace shows it, and whether it is a host name Python will
     resolve in the call; None for a family or form the audit does not name this way."""
     if family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple):
@@ -265,7 +297,7 @@ def _hook(events: set[str], seen: Any) -> Any:
     def hook(event: str, args: tuple[Any, ...]) -> None:
         if event in events:
             try:
-                seen(args)
+                seen(event, args)
             except Exception:  # an exception here would fail the user's call: never
                 return
 

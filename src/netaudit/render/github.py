@@ -3,6 +3,7 @@ line) and a short Markdown summary for ``$GITHUB_STEP_SUMMARY``; see docs/ci.md.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 
 from ..model import AuditResult, Destination
@@ -11,7 +12,7 @@ from .text import evidence_line, violation_line
 #: The environment variable GitHub Actions sets to "true" in every step.
 ENV_ACTIONS = "GITHUB_ACTIONS"
 ENV_SUMMARY = "GITHUB_STEP_SUMMARY"
-#: Most rows the step summary lists; the rest are counted.
+#: Most rows the step summary lists, and annotations made; the rest are counted.
 MAX_ROWS = 50
 
 
@@ -30,17 +31,22 @@ def escape_property(text: str) -> str:
 
 
 def error_commands(result: AuditResult, locations: Mapping[str, str] | None = None) -> str:
-    """One ``::error`` line per violation (per test and destination) and per finding; the
-    file and line are the test's, from ``locations`` (nodeid -> "path:line")."""
+    """One ``::error`` line per violation (per test and destination, at most MAX_ROWS and a
+    line that counts the rest) and per finding; the file and line are the test's, from
+    ``locations`` (nodeid -> "path:line")."""
     where = locations or {}
     lines = []
     for finding in result.findings:
         lines.append(_command({"title": "netaudit: audit incomplete"}, str(finding)))
-    for d in result.violations:
+    violations = result.violations
+    for d in itertools.islice(violations, MAX_ROWS):
         properties = _place(where.get(d.test, ""))
         refused = " (blocked)" if d.blocked else ""
         properties["title"] = f"netaudit: {d.family} {d.address} is not allowed{refused}"
         lines.append(_command(properties, _message(d)))
+    if len(violations) > MAX_ROWS:
+        rest = f"and {len(violations) - MAX_ROWS} more violations; see the job's log"
+        lines.append(_command({"title": "netaudit: more violations"}, rest))
     return "".join(line + "\n" for line in lines)
 
 
@@ -63,7 +69,7 @@ def summary(result: AuditResult, locations: Mapping[str, str] | None = None) -> 
     lines.append("")
     lines.append("| Test | Destination | Calls | By |")
     lines.append("|---|---|---|---|")
-    for d in violations[:MAX_ROWS]:
+    for d in itertools.islice(violations, MAX_ROWS):
         test = f"`{_cell(d.test)}`" if d.test else "(the command)"
         location = where.get(d.test)
         if location:

@@ -1,10 +1,15 @@
-"""The JSON report: a stable, versioned schema for CI and other tools to read."""
+"""The JSON report: a stable, versioned schema for CI and other tools to read.
+
+Written as a stream, one destination per line: a report can hold hundreds of thousands of
+them (kept on disk, see ``spill``), and none is held in memory but the one being written.
+"""
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import IO, Any
 
 from ..model import AuditResult, Destination, RunInfo
 
@@ -13,13 +18,25 @@ SCHEMA_VERSION = 1
 
 
 def to_json(result: AuditResult, run: RunInfo, locations: Mapping[str, str] | None = None) -> str:
-    """The report as a JSON document (written even when the run is clean).
+    """The report as a JSON document (written even when the run is clean)."""
+    out = io.StringIO()
+    write_json(result, run, out, locations)
+    return out.getvalue()
+
+
+def write_json(
+    result: AuditResult,
+    run: RunInfo,
+    out: IO[str],
+    locations: Mapping[str, str] | None = None,
+) -> None:
+    """Writes the report to ``out`` as it goes: the head, then each destination, then each
+    violation again.
 
     One destination per line: readable, and every part goes through the C encoder, which
-    ``indent=`` would switch off (a report can hold tens of thousands of destinations).
+    ``indent=`` would switch off.
     """
     where = locations or {}
-    destinations = [_destination(d, where.get(d.test)) for d in result.destinations]
     head = {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -56,15 +73,21 @@ def to_json(result: AuditResult, run: RunInfo, locations: Mapping[str, str] | No
             for f in result.findings
         ],
     }
-    lists = {
-        "destinations": destinations,
-        "violations": [d for d in destinations if d["verdict"] == "violation"],
-    }
-    parts = [f" {json.dumps(key)}: {json.dumps(value)}" for key, value in head.items()]
-    for key, items in lists.items():
-        body = ",\n  ".join(json.dumps(item) for item in items)
-        parts.append(f" {json.dumps(key)}: [\n  {body}\n ]" if items else f" {json.dumps(key)}: []")
-    return "{\n" + ",\n".join(parts) + "\n}\n"
+    out.write("{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in head.items()))
+    _write_list(out, "destinations", result.destinations, where)
+    _write_list(out, "violations", result.violations, where)
+    out.write("\n}\n")
+
+
+def _write_list(
+    out: IO[str], key: str, destinations: Iterable[Destination], where: Mapping[str, str]
+) -> None:
+    out.write(f",\n {json.dumps(key)}: [")
+    separator = "\n  "
+    for d in destinations:
+        out.write(separator + json.dumps(_destination(d, where.get(d.test))))
+        separator = ",\n  "
+    out.write("]" if separator == "\n  " else "\n ]")
 
 
 def _destination(d: Destination, location: str | None = None) -> dict[str, Any]:
@@ -92,6 +115,7 @@ def _destination(d: Destination, location: str | None = None) -> dict[str, Any]:
         "after_test": d.after_test,
         "first_time": d.first_time,
         "kind": d.kind,
+        "system_resolver": d.resolver,
         "names": list(d.names),
         "query": None if query is None else {"type": query[0], "name": query[1]},
         "where": list(d.where),

@@ -23,6 +23,14 @@ _HEADER = """\
 # Widen a rule (cidr, a port range, a glob) only on purpose. Built-in rules stay on
 # unless you add 'builtins: false'. Reference: docs/allowlist.md
 """
+#: Said under the rules when one allows the system's resolver.
+_RESOLVER = """\
+#
+# A rule for the system resolver (a nameserver of /etc/resolv.conf, port 53) lets the tests
+# it covers look up any name, and a name looked up can carry data out (DNS tunnelling): so it
+# is scoped to the tests that used it ('tests'). Remove one if its test should not resolve
+# names at all; widen it to every test only on purpose.
+"""
 _UNIX_UNNAMED = "unnamed: only a rule for all Unix sockets ('family: AF_UNIX' alone) allows it"
 _NETLINK = "rules cannot tell netlink sockets apart: only 'family: AF_NETLINK' (all) allows it"
 _LONGEST_WHO = 80
@@ -43,6 +51,8 @@ class _Seen:
     reason: str = ""
     tests: set[str] = field(default_factory=set)
     programs: set[str] = field(default_factory=set)
+    #: The system's resolver: its rule is scoped to the tests seen (see _RESOLVER).
+    resolver: bool = False
 
     def add(self, destination: Destination) -> None:
         if destination.test:
@@ -56,7 +66,7 @@ def suggest_rules(destinations: Iterable[Destination]) -> str:
     Allowed destinations are skipped. Destinations no rule can express exactly are listed in
     comments at the end, each with the reason.
     """
-    rules: dict[_SortKey, _Seen] = {}
+    rules: dict[tuple[_SortKey, bool], _Seen] = {}
     unexpressible: dict[str, _Seen] = {}
     for destination in destinations:
         if destination.verdict.allowed:
@@ -65,13 +75,17 @@ def suggest_rules(destinations: Iterable[Destination]) -> str:
         found = exact_rule(endpoint, destination.names) if endpoint is not None else None
         if isinstance(found, tuple):
             key, fields, shown = found
-            rules.setdefault(key, _Seen(shown, fields)).add(destination)
+            resolver = destination.resolver and bool(destination.test)
+            if resolver:
+                shown = f"system resolver {shown}"
+            seen = rules.setdefault((key, resolver), _Seen(shown, fields, resolver=resolver))
+            seen.add(destination)
         else:
             reason = found or "strace's line could not be parsed, so no rule can allow it"
             shown = _printable(f"{destination.family} {destination.address}")
             unexpressible.setdefault(shown, _Seen(shown, reason=reason)).add(destination)
     listed = [
-        {"name": f"{seen.shown}{_who(seen)}", **seen.fields}
+        {"name": f"{seen.shown}{_who(seen)}", **seen.fields, **_scope(seen)}
         for _, seen in sorted(rules.items(), key=lambda item: item[0])
     ]
     # allow_unicode=False: PyYAML writes U+0085 and U+2028 raw, and they read back as line
@@ -79,7 +93,13 @@ def suggest_rules(destinations: Iterable[Destination]) -> str:
     document = yaml.safe_dump(
         {"version": 1, "allowlist": listed}, sort_keys=False, allow_unicode=False, width=1 << 20
     )
-    return _HEADER + document + _comments(unexpressible)
+    note = _RESOLVER if any(seen.resolver for seen in rules.values()) else ""
+    return _HEADER + document + note + _comments(unexpressible)
+
+
+def _scope(seen: _Seen) -> dict[str, list[str]]:
+    """A resolver's rule allows it only to the tests that used it (each matches itself)."""
+    return {"tests": sorted(seen.tests)} if seen.resolver else {}
 
 
 def _host_rule(names: tuple[str, ...], endpoint: Endpoint) -> tuple[_SortKey, _Fields, str] | None:
