@@ -292,7 +292,7 @@ def test_fail_tests_fails_the_test_that_made_a_violation_so_that_x_stops_there(
         [
             "*_ test_reaches_out _*",
             "netaudit: 1 destination not allowed",
-            "  AF_INET 192.0.2.1:53 (count=1, pids=*); by python: connect -> ENETUNREACH",
+            "  AF_INET 192.0.2.1:53 (count=1, pids=*); by python: connect -> network unreachable",
             "*1 failed*",
         ]
     )

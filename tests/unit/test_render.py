@@ -423,3 +423,10 @@ def test_a_parameter_holding_double_colons_does_not_hide_the_tests_own_frame() -
     d = dataclasses.replace(dest(test, "192.0.2.1", 80), where=("tests/t.py:5 in test_x",))
     block = violations_block(AuditResult((d,)), {test: "tests/t.py:3"})
     assert "defined at" not in block
+
+
+@pytest.mark.parametrize("kind", list(HazardKind))
+def test_every_kind_of_finding_says_what_it_is_and_what_to_do(kind: HazardKind) -> None:
+    (line,) = text.findings_lines([Finding(kind, 7, "app", "t.py::t")])
+    assert line.startswith("netaudit: audit incomplete: ")
+    assert "by pid 7 (app) in 1 test (t.py::t): " in line

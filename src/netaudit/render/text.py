@@ -305,6 +305,11 @@ _HAZARDS = {
         "calls the filter catches are answered by another process and never reach strace; "
         "run that program without its sandbox when audited",
     ),
+    HazardKind.SECCOMP_REFUSED: (
+        "a seccomp user-notification filter refused (block mode holds the tree's)",
+        "the program's own sandbox could not be installed, so it may have failed or run "
+        "differently; run that program without its sandbox, or audit without --netaudit-block",
+    ),
     HazardKind.RAW_PACKET: (
         "a raw packet socket (AF_PACKET) bound to an interface",
         "its frames carry no address to judge; run that program outside the audited command",
