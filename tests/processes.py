@@ -7,6 +7,7 @@ check the same behaviour through the two front ends.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -54,9 +55,21 @@ def wait_for(path: Path, proc: subprocess.Popen[str]) -> str:
     """The content of a file the traced program writes, once it is there (or the run ended)."""
     while not (path.exists() and path.read_text().endswith("\n")):
         if proc.poll() is not None:
-            pytest.fail(f"the run ended early: {proc.communicate()}")
+            try:  # a process the run left behind may hold its pipes open
+                said = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                said = ("(its output is held open by a process it left running)", "")
+            pytest.fail(f"the run ended early: {said}")
         time.sleep(0.02)
     return path.read_text()
+
+
+def terminal_signals() -> None:
+    """Before exec, in a process a test interrupts: SIGINT and SIGTERM as a terminal delivers
+    them, even when the test session runs where they are ignored (a shell's background job,
+    ``nohup``), which the process would inherit and so never see the test's signal."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def alive(pid: int) -> bool:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.netns import Netns
+from tests.processes import terminal_signals
 
 
 def netaudit(
@@ -82,4 +83,5 @@ def _run(
         text=True,
         timeout=timeout,
         env=None if env is None else dict(env),
+        preexec_fn=terminal_signals,
     )

@@ -19,7 +19,7 @@ import pytest
 from netaudit.errors import EXIT_INCOMPLETE, EXIT_USAGE, EXIT_VIOLATIONS
 from tests.conftest import TinyTmpfs
 from tests.netns import Netns
-from tests.processes import alive, sleeping_tree, wait_for
+from tests.processes import alive, sleeping_tree, terminal_signals, wait_for
 from tests.runner import netaudit, private_tmp
 
 pytestmark = pytest.mark.strace
@@ -224,6 +224,7 @@ def test_an_interrupted_run_ends_the_tree_and_removes_its_files(
         env=env,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=terminal_signals,
     )
     pids = [int(pid) for pid in wait_for(pidfile, proc).split()]
     proc.send_signal(signum)

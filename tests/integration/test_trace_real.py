@@ -26,7 +26,7 @@ import pytest
 from netaudit.errors import CommandError, TraceError
 from netaudit.trace import SHIM_TAG, TracedRun, Tracer
 from tests.netns import Netns
-from tests.processes import FD_LISTER
+from tests.processes import FD_LISTER, terminal_signals
 
 PY = sys.executable
 
@@ -259,6 +259,7 @@ def test_a_signal_to_the_runner_ends_the_tree_and_removes_the_dir(
         runner(python(STUBBORN, mood, str(pids_file)), kill_grace=0.5),
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=terminal_signals,
     )
     try:
         assert proc.stdout is not None
@@ -269,7 +270,7 @@ def test_a_signal_to_the_runner_ends_the_tree_and_removes_the_dir(
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait()  # not communicate(): a process left running may hold the pipe open
     assert proc.returncode == 128 + sig, out
     assert [pid for pid in pids if not gone(pid)] == []
     assert not os.path.exists(folder)

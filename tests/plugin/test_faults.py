@@ -186,7 +186,7 @@ def test_a_supervisor_killed_with_sigkill_takes_strace_and_the_session_with_it(
     try:
         started = recorded(pytester, proc)
         proc.kill()
-        proc.communicate()
+        proc.communicate(timeout=60)  # what it left running may hold its pipes
         left = still_running(started, wait=10)
     finally:
         end(started)

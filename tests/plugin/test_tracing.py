@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from netaudit.trace import Tracer
+from tests.processes import terminal_signals
 from tests.runner import pytest_run
 
 pytestmark = pytest.mark.strace
@@ -405,12 +406,6 @@ def test_sleeps_with_children():
 )
 
 
-def _default_sigint() -> None:
-    """In the run's process before exec: SIGINT as a terminal would deliver it, even when this
-    test session runs where SIGINT is ignored (a shell's background job)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def interrupt(
     pytester: pytest.Pytester, signum: int, *, with_daemon: bool
 ) -> tuple[int, list[str], list[int], list[str]]:
@@ -433,7 +428,7 @@ def interrupt(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        preexec_fn=_default_sigint,
+        preexec_fn=terminal_signals,
     )
     try:
         deadline = time.monotonic() + 60
