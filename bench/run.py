@@ -14,6 +14,8 @@ nothing any of them does can leave the machine. Sections:
   scan        a generated suite of 250,000 distinct destinations: the live fold at scale
   urllib3, trio, trio-n2                 real suites from PyPI sdists (bench/real.py)
   latency     from the end of the last test to the report, for a 10,000-event run
+  startup     one trivial test: what a session pays once (bench/startup.py), and what
+              having netaudit installed but off costs every pytest run
   analysis    ``netaudit analyze`` of 1,000,000 events, few destinations (bench/genlog.py)
               and about 260,000 (bench/genscan.py): time and peak memory
   commands    ``netaudit run`` on plain commands (not in the default set)
@@ -41,7 +43,7 @@ PYTHON = str(Path(sys.executable).resolve())
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE.parent))
 
-from bench import netns, real, suites  # noqa: E402
+from bench import netns, real, startup, suites  # noqa: E402
 from netaudit.trace import find_tracer, strace_argv  # noqa: E402
 
 PEER_VERSION = "0.6.1"
@@ -58,7 +60,7 @@ GENERATED = {
     "scan": "scan: 250,000 UDP connects, each to a destination of its own",
 }
 REAL = {"urllib3": ("urllib3", []), "trio": ("trio", []), "trio-n2": ("trio", ["-n", "2"])}
-DEFAULT = (*GENERATED, *REAL, "latency", "analysis")
+DEFAULT = (*GENERATED, *REAL, "startup", "latency", "analysis")
 SECTIONS = (*DEFAULT, "commands")
 COMMANDS = {
     "syscall-heavy": [PYTHON, str(HERE / "workloads" / "syscall_heavy.py")],
@@ -83,16 +85,19 @@ def _end(pid: int) -> None:
 PEAK_RSS: dict[tuple[str, ...], int] = {}
 
 
-def measure(argv: Sequence[str], cwd: str | None = None) -> tuple[float, float, int]:
+def measure(
+    argv: Sequence[str], cwd: str | None = None, env: dict[str, str] | None = None
+) -> tuple[float, float, int]:
     """Wall time and CPU time (user + system, the whole tree) in seconds, and the exit status
-    of one run (output discarded). CPU time is the steadier figure on a busy machine.
+    of one run (output discarded), in ``env`` if given. CPU time is the steadier figure on a
+    busy machine.
 
     Each run has a session of its own, as strace has under ``pytest --netaudit``. A run that
     takes longer than TIMEOUT is ended (SIGTERM, which pytest --netaudit forwards to its
     traced tree, then SIGKILL to the group) and its status shows as "timeout"."""
     start = time.perf_counter()
     proc = subprocess.Popen(
-        argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     timer = threading.Timer(TIMEOUT, _end, (proc.pid,))
@@ -259,6 +264,12 @@ def run_commands(rounds: int, scratch: Path) -> None:
         table(f"command: {title} ({rounds} rounds)", alternate(runs, rounds))
 
 
+def _floor(log: str) -> list[str]:
+    """strace's argv before the command, with netaudit's own flags (trace.strace_argv)."""
+    argv = strace_argv(find_tracer(), log, ["true"])
+    return argv[:-1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help=f"comma-separated sections of {','.join(SECTIONS)}")
@@ -280,6 +291,8 @@ def main() -> None:
             real.peer_venv()
         for name in {REAL[key][0] for key in chosen if key in REAL}:
             real.ensure(real.SUITES[name], ("ours",) if args.no_peer else ("ours", "peer"))
+        if "startup" in chosen:
+            startup.ensure()
         print(f"machine: {os.cpu_count()} CPUs, Linux {os.uname().release}, "
               f"Python {sys.version.split()[0]}, strace {find_tracer().version}")  # fmt: skip
         netns.reenter()
@@ -292,6 +305,8 @@ def main() -> None:
                 run_generated(key, args.rounds, peer_python, scratch, args.names)
             elif key in REAL:
                 run_real(key, args.real_rounds, not args.no_peer, scratch, args.names)
+            elif key == "startup":
+                startup.run(args.rounds, scratch, _floor, measure)
             elif key == "latency":
                 run_latency(args.rounds, peer_python, scratch)
             elif key == "analysis":
