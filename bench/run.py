@@ -1,7 +1,7 @@
 """netaudit's benchmark: one command, every variant side by side in one run.
 
     ./scripts/bench [--only SECTION,...] [--rounds N] [--real-rounds N] [--events N] [--no-peer]
-                    [--names]
+                    [--names] [--compare PYTHON]
 
 Each pytest suite runs as plain ``pytest`` (untraced), under raw ``strace -f --seccomp-bpf``
 with netaudit's own trace set (the floor: what tracing itself costs), as ``pytest --netaudit``
@@ -11,6 +11,7 @@ one time. Every suite runs inside a private network namespace (``unshare -n``, o
 nothing any of them does can leave the machine. Sections:
 
   synthetic, syscall, threadfork, send   generated suites (bench/suites.py)
+  synthetic-n2   the synthetic suite with -n 2 (pytest-xdist; not in the default set)
   scan        a generated suite of 250,000 distinct destinations: the live fold at scale
   urllib3, trio, trio-n2                 real suites from PyPI sdists (bench/real.py)
   latency     from the end of the last test to the report, for a 10,000-event run
@@ -50,6 +51,8 @@ PEER_VERSION = "0.6.1"
 PEER = f"netaudit {PEER_VERSION}"
 OURS = "pytest --netaudit"
 NAMED = "ours, --netaudit-names"
+#: ``pytest --netaudit`` from another venv (--compare): this checkout against an older one.
+COMPARED = "compared (--compare)"
 UNTRACED = "untraced"
 FLOOR = "raw strace (floor)"
 GENERATED = {
@@ -58,10 +61,14 @@ GENERATED = {
     "threadfork": "thread/fork-heavy: 100 tests x (2 threads, fork, subprocess)",
     "send": "send-heavy: 20,000 loopback round trips",
     "scan": "scan: 250,000 UDP connects, each to a destination of its own",
+    "synthetic-n2": "synthetic with -n 2 (pytest-xdist)",
 }
+#: Sections that run another's suite with more arguments.
+SAME_SUITE = {"synthetic-n2": ("synthetic", ["-n", "2"])}
 REAL = {"urllib3": ("urllib3", []), "trio": ("trio", []), "trio-n2": ("trio", ["-n", "2"])}
-DEFAULT = (*GENERATED, *REAL, "startup", "latency", "analysis")
-SECTIONS = (*DEFAULT, "commands")
+DEFAULT = (*(key for key in GENERATED if key not in SAME_SUITE), *REAL, "startup", "latency",
+           "analysis")  # fmt: skip
+SECTIONS = (*DEFAULT, *SAME_SUITE, "commands")
 COMMANDS = {
     "syscall-heavy": [PYTHON, str(HERE / "workloads" / "syscall_heavy.py")],
     "thread/fork-heavy": [PYTHON, str(HERE / "workloads" / "thread_fork_heavy.py")],
@@ -115,7 +122,12 @@ def measure(
 
 
 def pytest_variants(
-    python: str, peer_python: str | None, args: Sequence[str], log: str, names: bool = False
+    python: str,
+    peer_python: str | None,
+    args: Sequence[str],
+    log: str,
+    names: bool = False,
+    compare: str | None = None,
 ) -> dict[str, list[str]]:
     plain = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     untraced = [*plain, "-p", "no:netaudit", *args]
@@ -126,6 +138,8 @@ def pytest_variants(
     }
     if names:  # what reading DNS costs (issue 6): recvfrom/recvmsg traced, -yy -x -s 512
         runs[NAMED] = [*plain, "--netaudit", "--netaudit-names", *args]
+    if compare is not None:  # before/after in one run, alternated like the rest
+        runs[COMPARED] = [compare, *plain[1:], "--netaudit", *args]
     if peer_python is not None:
         runs[PEER] = [peer_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--netaudit",
                       *args]  # fmt: skip
@@ -170,12 +184,18 @@ def table(
 
 
 def run_generated(
-    key: str, rounds: int, peer: str | None, scratch: Path, names: bool = False
+    key: str,
+    rounds: int,
+    peer: str | None,
+    scratch: Path,
+    names: bool = False,
+    compare: str | None = None,
 ) -> None:
     title = GENERATED[key]
-    make = suites.GENERATED[title]
-    folder = make(scratch / key)
-    runs = pytest_variants(sys.executable, peer, [str(folder)], str(scratch / "floor.log"), names)
+    suite, extra = SAME_SUITE.get(key, (key, []))
+    folder = suites.GENERATED[GENERATED[suite]](scratch / key)
+    log = str(scratch / "floor.log")
+    runs = pytest_variants(sys.executable, peer, [*extra, str(folder)], log, names, compare)
     table(f"{title} ({rounds} rounds)", alternate(runs, rounds, str(folder)), runs)
     shutil.rmtree(folder)
 
@@ -280,6 +300,12 @@ def main() -> None:
     parser.add_argument(
         "--names", action="store_true", help="also pytest --netaudit --netaudit-names (DNS names)"
     )
+    parser.add_argument(
+        "--compare",
+        metavar="PYTHON",
+        help="also pytest --netaudit with this interpreter (a venv with pytest, pytest-xdist and "
+        "another netaudit): the generated suites and start-up, before and after side by side",
+    )
     args = parser.parse_args()
     netns.default_signals()
     chosen = DEFAULT if args.only is None else tuple(args.only.split(","))
@@ -302,11 +328,11 @@ def main() -> None:
         scratch = Path(name)
         for key in chosen:
             if key in GENERATED:
-                run_generated(key, args.rounds, peer_python, scratch, args.names)
+                run_generated(key, args.rounds, peer_python, scratch, args.names, args.compare)
             elif key in REAL:
                 run_real(key, args.real_rounds, not args.no_peer, scratch, args.names)
             elif key == "startup":
-                startup.run(args.rounds, scratch, _floor, measure)
+                startup.run(args.rounds, scratch, _floor, measure, args.compare)
             elif key == "latency":
                 run_latency(args.rounds, peer_python, scratch)
             elif key == "analysis":

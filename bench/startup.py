@@ -10,6 +10,9 @@ developer's machine. Side by side, alternating within each round:
   raw strace (floor)   -p no:netaudit under strace with netaudit's own flags
   pytest --netaudit    the start hook's path (the goal: within +0.10 s of -p no:netaudit)
   fallback             the plugin's own start (NETAUDIT_EARLY_START=0), for pytest.main()
+
+With ``--compare PYTHON`` (another venv's netaudit, made alike), its ``installed, off`` and
+``pytest --netaudit`` run in the same rounds: before and after side by side.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ OFF = "installed, off"
 FLOOR = "raw strace (floor)"
 OURS = "pytest --netaudit"
 FALLBACK = "fallback"
+COMPARED_OFF = "compared: off"
+COMPARED = "compared: --netaudit"
 
 #: One run: (argv, extra environment) -> (wall seconds, CPU seconds, exit status).
 Measure = Callable[[Sequence[str], str, dict[str, str]], tuple[float, float, int]]
@@ -54,27 +59,39 @@ def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**env, **(extra or {})}
 
 
-def variants(floor: Sequence[str], folder: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
+def variants(
+    floor: Sequence[str], folder: Path, compare: str | None = None
+) -> dict[str, tuple[list[str], dict[str, str]]]:
     """Each variant's argv and extra environment; ``floor`` is strace's argv before the
     command (trace.strace_argv with netaudit's own flags)."""
     plain = [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder)]
-    return {
+    runs = {
         ABSENT: ([*plain, "-p", "no:netaudit"], {}),
         OFF: (plain, {}),
         FLOOR: ([*floor, *plain, "-p", "no:netaudit"], {}),
         OURS: ([*plain, "--netaudit"], {}),
         FALLBACK: ([*plain, "--netaudit"], {"NETAUDIT_EARLY_START": "0"}),
     }
+    if compare is not None:
+        runs[COMPARED_OFF] = ([compare, *plain[1:]], {})
+        runs[COMPARED] = ([compare, *plain[1:], "--netaudit"], {})
+    return runs
 
 
-def run(rounds: int, scratch: Path, floor: Callable[[str], list[str]], measure: Measure) -> None:
+def run(
+    rounds: int,
+    scratch: Path,
+    floor: Callable[[str], list[str]],
+    measure: Measure,
+    compare: str | None = None,
+) -> None:
     """Every variant in each round, so that the machine's load falls on all alike; the table
     gives each median's difference to ``-p no:netaudit``, the cost a user sees."""
     folder = scratch / "one-test"
     folder.mkdir()
     (folder / "test_one.py").write_text("def test_one():\n    pass\n")
     compileall.compile_dir(str(real.REPO / "src"), quiet=1)
-    runs = variants(floor(str(scratch / "floor.log")), folder)
+    runs = variants(floor(str(scratch / "floor.log")), folder, compare)
     wall: dict[str, list[float]] = {name: [] for name in runs}
     cpu: dict[str, list[float]] = {name: [] for name in runs}
     codes: dict[str, set[int]] = {name: set() for name in runs}
