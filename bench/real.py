@@ -71,7 +71,7 @@ TRIO = Suite(
 SUITES = {suite.name: suite for suite in (URLLIB3, TRIO)}
 
 
-def _pip(venv: Path, *args: str) -> None:
+def pip(venv: Path, *args: str) -> None:
     subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *args], check=True)
 
 
@@ -93,14 +93,14 @@ def ensure(suite: Suite, flavours: tuple[str, ...] = ("ours", "peer")) -> None:
     for flavour in flavours:
         venv = suite.venv(flavour)
         if (venv / ".ready").exists():
-            if flavour == "ours" and not _from_this_checkout(venv):
-                _pip(venv, "--no-deps", "-e", str(REPO))  # made by another clone or worktree
+            if flavour == "ours" and not from_this_checkout(venv):
+                pip(venv, "--no-deps", "-e", str(REPO))  # made by another clone or worktree
             continue
         print(f"bench: making {venv}", file=sys.stderr)
         subprocess.run([BASE_PYTHON, "-m", "venv", "--clear", str(venv)], check=True)
         plugin = ["-e", str(REPO)] if flavour == "ours" else [PEER]
         extra = ["-c", str(pinned)] if flavour != "ours" and pinned.exists() else []
-        _pip(venv, *extra, str(suite.source), "pytest", "pytest-xdist", *suite.requires, *plugin)
+        pip(venv, *extra, str(suite.source), "pytest", "pytest-xdist", *suite.requires, *plugin)
         if flavour == "ours":
             frozen = subprocess.run(
                 [str(venv / "bin" / "python"), "-m", "pip", "freeze", "--exclude-editable"],
@@ -115,7 +115,7 @@ def ensure(suite: Suite, flavours: tuple[str, ...] = ("ours", "peer")) -> None:
         (venv / ".ready").touch()
 
 
-def _from_this_checkout(venv: Path) -> bool:
+def from_this_checkout(venv: Path) -> bool:
     """Whether the venv's editable netaudit is this checkout's source, not another one's."""
     found = venv.glob("lib/python*/site-packages/__editable__*netaudit*.pth")
     return any(str(REPO / "src") in pth.read_text().splitlines() for pth in found)
@@ -130,6 +130,6 @@ def peer_venv() -> Path:
         print(f"bench: installing {PEER} into {venv}", file=sys.stderr)
         subprocess.run([BASE_PYTHON, "-m", "venv", "--clear", str(venv)], check=True)
         pins = [f"{name}=={version(name)}" for name in ("pytest", "pytest-xdist")]
-        _pip(venv, PEER, *pins)
+        pip(venv, PEER, *pins)
         (venv / ".ready").touch()
     return venv

@@ -1,7 +1,7 @@
 """netaudit's benchmark: one command, every variant side by side in one run.
 
     ./scripts/bench [--only SECTION,...] [--rounds N] [--real-rounds N] [--events N] [--no-peer]
-                    [--names]
+                    [--names] [--compare PYTHON]
 
 Each pytest suite runs as plain ``pytest`` (untraced), under raw ``strace -f --seccomp-bpf``
 with netaudit's own trace set (the floor: what tracing itself costs), as ``pytest --netaudit``
@@ -11,9 +11,12 @@ one time. Every suite runs inside a private network namespace (``unshare -n``, o
 nothing any of them does can leave the machine. Sections:
 
   synthetic, syscall, threadfork, send   generated suites (bench/suites.py)
+  synthetic-n2   the synthetic suite with -n 2 (pytest-xdist; not in the default set)
   scan        a generated suite of 250,000 distinct destinations: the live fold at scale
   urllib3, trio, trio-n2                 real suites from PyPI sdists (bench/real.py)
   latency     from the end of the last test to the report, for a 10,000-event run
+  startup     one trivial test: what a session pays once (bench/startup.py), and what
+              having netaudit installed but off costs every pytest run
   analysis    ``netaudit analyze`` of 1,000,000 events, few destinations (bench/genlog.py)
               and about 260,000 (bench/genscan.py): time and peak memory
   commands    ``netaudit run`` on plain commands (not in the default set)
@@ -41,13 +44,15 @@ PYTHON = str(Path(sys.executable).resolve())
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE.parent))
 
-from bench import netns, real, suites  # noqa: E402
+from bench import netns, real, startup, suites  # noqa: E402
 from netaudit.trace import find_tracer, strace_argv  # noqa: E402
 
 PEER_VERSION = "0.6.1"
 PEER = f"netaudit {PEER_VERSION}"
 OURS = "pytest --netaudit"
 NAMED = "ours, --netaudit-names"
+#: ``pytest --netaudit`` from another venv (--compare): this checkout against an older one.
+COMPARED = "compared (--compare)"
 UNTRACED = "untraced"
 FLOOR = "raw strace (floor)"
 GENERATED = {
@@ -56,10 +61,14 @@ GENERATED = {
     "threadfork": "thread/fork-heavy: 100 tests x (2 threads, fork, subprocess)",
     "send": "send-heavy: 20,000 loopback round trips",
     "scan": "scan: 250,000 UDP connects, each to a destination of its own",
+    "synthetic-n2": "synthetic with -n 2 (pytest-xdist)",
 }
+#: Sections that run another's suite with more arguments.
+SAME_SUITE = {"synthetic-n2": ("synthetic", ["-n", "2"])}
 REAL = {"urllib3": ("urllib3", []), "trio": ("trio", []), "trio-n2": ("trio", ["-n", "2"])}
-DEFAULT = (*GENERATED, *REAL, "latency", "analysis")
-SECTIONS = (*DEFAULT, "commands")
+DEFAULT = (*(key for key in GENERATED if key not in SAME_SUITE), *REAL, "startup", "latency",
+           "analysis")  # fmt: skip
+SECTIONS = (*DEFAULT, *SAME_SUITE, "commands")
 COMMANDS = {
     "syscall-heavy": [PYTHON, str(HERE / "workloads" / "syscall_heavy.py")],
     "thread/fork-heavy": [PYTHON, str(HERE / "workloads" / "thread_fork_heavy.py")],
@@ -83,16 +92,19 @@ def _end(pid: int) -> None:
 PEAK_RSS: dict[tuple[str, ...], int] = {}
 
 
-def measure(argv: Sequence[str], cwd: str | None = None) -> tuple[float, float, int]:
+def measure(
+    argv: Sequence[str], cwd: str | None = None, env: dict[str, str] | None = None
+) -> tuple[float, float, int]:
     """Wall time and CPU time (user + system, the whole tree) in seconds, and the exit status
-    of one run (output discarded). CPU time is the steadier figure on a busy machine.
+    of one run (output discarded), in ``env`` if given. CPU time is the steadier figure on a
+    busy machine.
 
     Each run has a session of its own, as strace has under ``pytest --netaudit``. A run that
     takes longer than TIMEOUT is ended (SIGTERM, which pytest --netaudit forwards to its
     traced tree, then SIGKILL to the group) and its status shows as "timeout"."""
     start = time.perf_counter()
     proc = subprocess.Popen(
-        argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     timer = threading.Timer(TIMEOUT, _end, (proc.pid,))
@@ -110,7 +122,12 @@ def measure(argv: Sequence[str], cwd: str | None = None) -> tuple[float, float, 
 
 
 def pytest_variants(
-    python: str, peer_python: str | None, args: Sequence[str], log: str, names: bool = False
+    python: str,
+    peer_python: str | None,
+    args: Sequence[str],
+    log: str,
+    names: bool = False,
+    compare: str | None = None,
 ) -> dict[str, list[str]]:
     plain = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     untraced = [*plain, "-p", "no:netaudit", *args]
@@ -121,6 +138,8 @@ def pytest_variants(
     }
     if names:  # what reading DNS costs (issue 6): recvfrom/recvmsg traced, -yy -x -s 512
         runs[NAMED] = [*plain, "--netaudit", "--netaudit-names", *args]
+    if compare is not None:  # before/after in one run, alternated like the rest
+        runs[COMPARED] = [compare, *plain[1:], "--netaudit", *args]
     if peer_python is not None:
         runs[PEER] = [peer_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--netaudit",
                       *args]  # fmt: skip
@@ -165,12 +184,18 @@ def table(
 
 
 def run_generated(
-    key: str, rounds: int, peer: str | None, scratch: Path, names: bool = False
+    key: str,
+    rounds: int,
+    peer: str | None,
+    scratch: Path,
+    names: bool = False,
+    compare: str | None = None,
 ) -> None:
     title = GENERATED[key]
-    make = suites.GENERATED[title]
-    folder = make(scratch / key)
-    runs = pytest_variants(sys.executable, peer, [str(folder)], str(scratch / "floor.log"), names)
+    suite, extra = SAME_SUITE.get(key, (key, []))
+    folder = suites.GENERATED[GENERATED[suite]](scratch / key)
+    log = str(scratch / "floor.log")
+    runs = pytest_variants(sys.executable, peer, [*extra, str(folder)], log, names, compare)
     table(f"{title} ({rounds} rounds)", alternate(runs, rounds, str(folder)), runs)
     shutil.rmtree(folder)
 
@@ -259,6 +284,12 @@ def run_commands(rounds: int, scratch: Path) -> None:
         table(f"command: {title} ({rounds} rounds)", alternate(runs, rounds))
 
 
+def _floor(log: str) -> list[str]:
+    """strace's argv before the command, with netaudit's own flags (trace.strace_argv)."""
+    argv = strace_argv(find_tracer(), log, ["true"])
+    return argv[:-1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help=f"comma-separated sections of {','.join(SECTIONS)}")
@@ -268,6 +299,12 @@ def main() -> None:
     parser.add_argument("--no-peer", action="store_true", help="leave out the PyPI netaudit")
     parser.add_argument(
         "--names", action="store_true", help="also pytest --netaudit --netaudit-names (DNS names)"
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="PYTHON",
+        help="also pytest --netaudit with this interpreter (a venv with pytest, pytest-xdist and "
+        "another netaudit): the generated suites and start-up, before and after side by side",
     )
     args = parser.parse_args()
     netns.default_signals()
@@ -280,6 +317,8 @@ def main() -> None:
             real.peer_venv()
         for name in {REAL[key][0] for key in chosen if key in REAL}:
             real.ensure(real.SUITES[name], ("ours",) if args.no_peer else ("ours", "peer"))
+        if "startup" in chosen:
+            startup.ensure()
         print(f"machine: {os.cpu_count()} CPUs, Linux {os.uname().release}, "
               f"Python {sys.version.split()[0]}, strace {find_tracer().version}")  # fmt: skip
         netns.reenter()
@@ -289,9 +328,11 @@ def main() -> None:
         scratch = Path(name)
         for key in chosen:
             if key in GENERATED:
-                run_generated(key, args.rounds, peer_python, scratch, args.names)
+                run_generated(key, args.rounds, peer_python, scratch, args.names, args.compare)
             elif key in REAL:
                 run_real(key, args.real_rounds, not args.no_peer, scratch, args.names)
+            elif key == "startup":
+                startup.run(args.rounds, scratch, _floor, measure, args.compare)
             elif key == "latency":
                 run_latency(args.rounds, peer_python, scratch)
             elif key == "analysis":

@@ -22,13 +22,11 @@ aside and the plugin decides from inside pytest, supervising from its first hook
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from typing import NamedTuple
 
 #: protocol.ENV_SUPERVISOR: set in a traced session's environment (its value is a secret token).
 ENV_SUPERVISOR = "NETAUDIT_SUPERVISOR"
@@ -77,9 +75,12 @@ _CONFIG_FILES = (
 _started = False
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """How to trace the session: what strace needs before the session can say it.
+
+    A NamedTuple and paths as strings, not a dataclass and pathlib: this module is imported
+    before every pytest start, and those two imports cost the supervisor 30 ms before strace
+    starts (docs/performance.md).
 
     Block mode too: its filter is installed before the command runs, and the supervisor
     judges the session's first calls before the session has said anything (``allowlist``:
@@ -117,7 +118,7 @@ def start() -> None:
     try:
         argv = _argv()
         args = pytest_args(argv)
-        plan = None if args is None else decide(args, os.environ, Path.cwd())
+        plan = None if args is None else decide(args, os.environ, os.getcwd())
     except Exception:
         return
     if plan is not None:
@@ -159,9 +160,10 @@ def pytest_args(argv: Sequence[str]) -> list[str] | None:
     return None
 
 
-def decide(args: Sequence[str], env: Mapping[str, str], cwd: Path) -> Plan | None:
+def decide(args: Sequence[str], env: Mapping[str, str], cwd: str | os.PathLike[str]) -> Plan | None:
     """The plan if this pytest start asks for the audit and will run tests; None when it
     does not, or when the hook cannot tell (the plugin decides then)."""
+    cwd = os.fspath(cwd)
     try:
         given = [*shlex.split(env.get("PYTEST_ADDOPTS", "")), *args]
         if not _mentions_netaudit(given, cwd):
@@ -175,30 +177,44 @@ def decide(args: Sequence[str], env: Mapping[str, str], cwd: Path) -> Plan | Non
         in_ci = env.get("CI", "").lower() in ("true", "1", "yes")
         origin = "" if in_ci else f"enabled = true in {found[1]}"
         kept = project.get("keep_trace")  # relative to its pyproject.toml, as in settings
-        base = found[1].parent if found[1] is not None and isinstance(kept, str) else None
-        keep = str((base / kept).resolve()) if base is not None and isinstance(kept, str) else None
+        base = os.path.dirname(found[1]) if found[1] is not None else None
+        keep = _resolve(base, kept) if base is not None and isinstance(kept, str) else None
         tokens = [*_addopts(ini or {}), *given]
         plan = _plan(tokens, project, origin, keep, cwd)
         if plan is not None and plan.block:
-            rootdir = found[0].parent if found[0] is not None else None
+            rootdir = os.path.dirname(found[0]) if found[0] is not None else None
             plan = _with_allowlist(plan, tokens, found[1], cwd, rootdir)
         return plan
     except _Unsure:
         return None
 
 
-def _mentions_netaudit(given: Sequence[str], cwd: Path) -> bool:
+def _mentions_netaudit(given: Sequence[str], cwd: str) -> bool:
     """The cheap test first: without the word anywhere, nothing asks for the audit."""
     if any("netaudit" in token for token in given):
         return True
-    for folder in (cwd, *cwd.parents):
+    for folder in _up(cwd):
         for name in _CONFIG_FILES:
             try:
-                if b"netaudit" in (folder / name).read_bytes():
-                    return True
+                with open(os.path.join(folder, name), "rb") as config:
+                    if b"netaudit" in config.read():
+                        return True
             except OSError:
                 continue
     return False
+
+
+def _up(folder: str) -> list[str]:
+    """The folder and its parents, nearest first (as ``(path, *path.parents)``)."""
+    folders = [folder]
+    while os.path.dirname(folders[-1]) != folders[-1]:
+        folders.append(os.path.dirname(folders[-1]))
+    return folders
+
+
+def _resolve(base: str, path: str) -> str:
+    """``path`` relative to ``base``, absolute, links resolved (as ``Path.resolve``)."""
+    return os.path.realpath(os.path.join(base, path))
 
 
 def _paths(given: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -221,34 +237,35 @@ def _paths(given: Sequence[str]) -> tuple[list[str], list[str]]:
     return paths, values
 
 
-def _locate(paths: Sequence[str], cwd: Path) -> tuple[Path | None, Path | None]:
+def _locate(paths: Sequence[str], cwd: str) -> tuple[str | None, str | None]:
     """pytest's inifile, and the pyproject.toml whose [tool.netaudit] the plugin reads (the
     inifile itself, or the one beside it), found as pytest finds them (config.findpaths)."""
     dirs = []
     for arg in paths:
-        path = Path(cwd, arg.split("::")[0]).absolute()
-        if path.exists():
-            dirs.append(path if path.is_dir() else path.parent)
-    ancestor = Path(os.path.commonpath(dirs)) if dirs else cwd
-    found_pyproject: Path | None = None
-    for folder in (ancestor, *ancestor.parents):
+        path = os.path.abspath(os.path.join(cwd, arg.split("::")[0]))  # pytest's absolutepath
+        if os.path.exists(path):
+            dirs.append(path if os.path.isdir(path) else os.path.dirname(path))
+    ancestor = os.path.commonpath(dirs) if dirs else cwd
+    found_pyproject: str | None = None
+    for folder in _up(ancestor):
         for name in _CONFIG_FILES:
-            candidate = folder / name
-            if not candidate.is_file():
+            candidate = os.path.join(folder, name)
+            if not os.path.isfile(candidate):
                 continue
             if name == "pyproject.toml" and found_pyproject is None:
                 found_pyproject = candidate
             if _pytest_section(candidate) is not None:
-                project = folder / "pyproject.toml"
-                return candidate, project if project.is_file() else None
+                project = os.path.join(folder, "pyproject.toml")
+                return candidate, project if os.path.isfile(project) else None
     return found_pyproject, found_pyproject
 
 
-def _pytest_section(path: Path) -> dict[str, object] | None:
+def _pytest_section(path: str) -> dict[str, object] | None:
     """The file's pytest configuration, or None when it holds none."""
-    if path.suffix == ".toml":
+    name = os.path.basename(path)
+    if name.endswith(".toml"):
         document = _toml(path)
-        if path.name != "pyproject.toml":
+        if name != "pyproject.toml":
             table = document.get("pytest")
             return table if isinstance(table, dict) else {}
         tool = document.get("tool", {})
@@ -264,27 +281,28 @@ def _pytest_section(path: Path) -> dict[str, object] | None:
         parser.read(path, encoding="utf-8")
     except (configparser.Error, UnicodeDecodeError) as err:
         raise _Unsure(str(err)) from err
-    name = "tool:pytest" if path.name == "setup.cfg" else "pytest"
-    if parser.has_section(name):
-        return dict(parser.items(name))
-    return {} if path.name in ("pytest.ini", ".pytest.ini") else None
+    section = "tool:pytest" if name == "setup.cfg" else "pytest"
+    if parser.has_section(section):
+        return dict(parser.items(section))
+    return {} if name in ("pytest.ini", ".pytest.ini") else None
 
 
-def _tool_netaudit(pyproject: Path) -> dict[str, object]:
-    if not pyproject.is_file():
+def _tool_netaudit(pyproject: str) -> dict[str, object]:
+    if not os.path.isfile(pyproject):
         return {}
     tool = _toml(pyproject).get("tool", {})
     table = tool.get("netaudit", {}) if isinstance(tool, dict) else {}
     return table if isinstance(table, dict) else {}
 
 
-def _toml(path: Path) -> dict[str, object]:
+def _toml(path: str) -> dict[str, object]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - exercised on Python < 3.11 only
         import tomli as tomllib
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        with open(path, encoding="utf-8") as document:
+            return tomllib.loads(document.read())
     except (OSError, ValueError) as err:  # the plugin says what is wrong with it
         raise _Unsure(str(err)) from err
 
@@ -303,13 +321,13 @@ def _plan(
     project: Mapping[str, object],
     origin: str = "",
     keep: str | None = None,
-    cwd: Path | None = None,
+    cwd: str | None = None,
 ) -> Plan | None:
     """``origin``: what asked for the audit if only ``enabled = true`` does (see Plan);
     ``keep``: the trace to keep that [tool.netaudit] names, which a flag overrides."""
     flag = opted_out = False
     names = project.get("names") is True
-    io_uring = project.get("io_uring", Plan.io_uring)
+    io_uring = project.get("io_uring", Plan._field_defaults["io_uring"])
     io_uring_given = "io_uring" in project
     block = project.get("block") is True
     block_errno = project.get("block_errno", "EPERM")
@@ -332,7 +350,7 @@ def _plan(
             io_uring = value or following
             io_uring_given = True
         elif option == "--netaudit-keep-trace" and (value or following):
-            keep = str(((cwd or Path.cwd()) / (value or following)).resolve())  # as the plugin does
+            keep = _resolve(cwd or os.getcwd(), value or following)  # as the plugin does
         elif token == "--netaudit-block":
             block = True
         elif option == "--netaudit-block-errno":
@@ -354,26 +372,27 @@ def _plan(
 
 
 def _with_allowlist(
-    plan: Plan, tokens: Sequence[str], pyproject: Path | None, cwd: Path, rootdir: Path | None
+    plan: Plan, tokens: Sequence[str], pyproject: str | None, cwd: str, rootdir: str | None
 ) -> Plan:
     """The allowlist the plugin will resolve, resolved by the same code (netaudit.settings:
     imported only for block mode, which judges calls before the session starts)."""
-    from dataclasses import replace
+    from pathlib import Path
+
+    from netaudit.errors import ConfigError
+    from netaudit.settings import ProjectConfig, load_project_config, resolve_allowlist
 
     flag = None
     for i, token in enumerate(tokens):
         option, sep, value = token.partition("=")
         if option == "--netaudit-allowlist":
             flag = value if sep else (tokens[i + 1] if i + 1 < len(tokens) else None)
-    from netaudit.errors import ConfigError
-    from netaudit.settings import ProjectConfig, load_project_config, resolve_allowlist
-
     try:
-        config = load_project_config(pyproject) if pyproject is not None else ProjectConfig()
-        path = resolve_allowlist(flag, config, cwd, rootdir).path
+        config = load_project_config(Path(pyproject)) if pyproject else ProjectConfig()
+        root = Path(rootdir) if rootdir is not None else None
+        path = resolve_allowlist(flag, config, Path(cwd), root).path
     except ConfigError as err:
         raise _Unsure(str(err)) from err  # the plugin says what is wrong with it
-    return replace(plan, allowlist=None if path is None else str(path))
+    return plan._replace(allowlist=None if path is None else str(path))
 
 
 def _supervise(argv: Sequence[str], plan: Plan) -> None:
@@ -384,6 +403,8 @@ def _supervise(argv: Sequence[str], plan: Plan) -> None:
     instead (an exec, with ENV_UNAUDITED: a fresh interpreter, in which no module of netaudit
     was imported before pytest could mark it for assertion rewriting).
     """
+    import contextlib  # here: launch imports it anyway, a process the hook passes never does
+
     status = 3
     command = [sys.executable, *argv[1:]]
     unaudited = False

@@ -18,7 +18,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Union, overload
 
 from . import spill
-from .attribute import Attributed, Lineage
 from .errors import TraceError
 from .model import (
     AF_INET,
@@ -35,11 +34,11 @@ from .model import (
     Syscall,
     Verdict,
 )
-from .parse import Parser
 from .rules import ANY_IP, RESOLVED, Allowlist, IPAddress, Rule, ip_of
 from .spill import Grouping, Kept, Scratch, Spilled
 
 if TYPE_CHECKING:  # policy.py reads markers with the YAML loader, which judging never needs
+    from .attribute import Attributed
     from .policy import TestPolicy
 
 #: (run, test, where, after_test): ``where`` is the endpoint, an unparsed line, or an endpoint
@@ -546,6 +545,11 @@ def audit(items: Iterable[Attributed], allowlist: Allowlist) -> AuditResult:
 
 def audit_lines(lines: Iterable[str], allowlist: Allowlist) -> AuditResult:
     """The whole pipeline on strace output: parse, attribute, judge."""
+    # Here, not at the top: a test session judges its run's folded part and reads no log
+    # (importing the parser cost it 16 ms of start-up: docs/performance.md).
+    from .attribute import Lineage
+    from .parse import Parser
+
     parser = Parser()
     with _collector_paused():
         result = audit(Lineage().attribute(parser.records(lines)), allowlist)

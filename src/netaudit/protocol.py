@@ -9,6 +9,9 @@ message a line, read defensively. The supervisor is the trusted side: each reply
 length-prefixed pickle of one of the reply types below, and a run refuses any other type.
 Only ``Hello``, ``Ask`` and ``Finish`` are answered; the rest (the table of tests) needs no
 reply, so a run writes it with a plain ``write(2)`` and goes on.
+
+The messages are NamedTuples, not dataclasses: both ends import this module as they start, and
+a NamedTuple costs a fraction of a frozen dataclass to define (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -18,8 +21,7 @@ import os
 import pickle
 import socket
 import struct
-from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar, Union
+from typing import Any, NamedTuple, TypeVar, Union
 
 from . import ENV_RUN, ENV_SUPERVISOR, markers
 from .markers import MarkVerb
@@ -36,8 +38,7 @@ MAX_LINE = 1 << 20
 # -- from a run ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Hello:
+class Hello(NamedTuple):
     """The first message: which run this process drives, and whether it audits at all.
 
     ``audit`` is False when the run was started traced but its plugin found nothing to audit
@@ -51,11 +52,10 @@ class Hello:
     pid: int = 0
     audit: bool = True
     reason: str = ""
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = {}  # noqa: RUF012 - read only, never changed
 
 
-@dataclass(frozen=True)
-class TableEntry:
+class TableEntry(NamedTuple):
     """A line of a run's table of tests: the index its markers use, and what it stands for."""
 
     run: str
@@ -67,8 +67,7 @@ class TableEntry:
     policy: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True)
-class Ask:
+class Ask(NamedTuple):
     """What one test of the run did so far (asked as the test ends, for live verdicts)."""
 
     run: str
@@ -76,15 +75,13 @@ class Ask:
     test: int
 
 
-@dataclass(frozen=True)
-class Finish:
+class Finish(NamedTuple):
     """The run's FINISH marker is in the trace: its whole part, please."""
 
     run: str
 
 
-@dataclass(frozen=True)
-class Bye:
+class Bye(NamedTuple):
     """Nothing more to say (sent so that batched table lines go out at once)."""
 
 
@@ -100,7 +97,9 @@ _OPS = {kind: op for op, kind in _MESSAGES.items()}
 
 
 def encode(message: Message) -> bytes:
-    return json.dumps({"op": _OPS[type(message)], **asdict(message)}).encode() + b"\n"
+    """One JSON line. The fields as they are, not dataclasses.asdict's deep copies: a run
+    sends a line per test, and asdict cost 4x the rest."""
+    return json.dumps({"op": _OPS[type(message)], **message._asdict()}).encode() + b"\n"
 
 
 def decode(line: bytes) -> Message | None:
@@ -114,23 +113,25 @@ def decode(line: bytes) -> Message | None:
     return message if _well_typed(message) else None
 
 
+#: The type each field of a message must have (a run's JSON may hold anything).
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "run": str, "worker": str, "pid": int, "audit": bool, "reason": str, "settings": dict,
+    "test": int, "nodeid": str, "location": str, "policy": (dict, type(None)),
+}  # fmt: skip
+
+
 def _well_typed(message: Message) -> bool:
-    checks: dict[str, type | tuple[type, ...]] = {
-        "run": str, "worker": str, "pid": int, "audit": bool, "reason": str, "settings": dict,
-        "test": int, "nodeid": str, "location": str, "policy": (dict, type(None)),
-    }  # fmt: skip
     return all(
-        isinstance(getattr(message, name), kind)
-        for name, kind in checks.items()
-        if hasattr(message, name)
+        isinstance(value, _FIELD_TYPES[name])
+        for name, value in message._asdict().items()
+        if name in _FIELD_TYPES
     )
 
 
 # -- from the supervisor ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Welcome:
+class Welcome(NamedTuple):
     """The answer to Hello: who traces the run (the run checks it is that strace's tracee)."""
 
     strace_pid: int | None
@@ -148,8 +149,7 @@ class Welcome:
     allowlist: str | None = None
 
 
-@dataclass(frozen=True)
-class RunAudit:
+class RunAudit(NamedTuple):
     """What a run (or one test of it) did, folded but not judged: the run judges it with its
     own allowlist."""
 
@@ -157,7 +157,7 @@ class RunAudit:
     #: pickled as its path, which the run reads before the session ends.
     destinations: Destinations
     findings: tuple[Finding, ...] = ()
-    stats: TraceStats = field(default_factory=TraceStats)
+    stats: TraceStats = TraceStats()
     #: nodeid -> "file:line" of each test the run named.
     locations: tuple[tuple[str, str], ...] = ()
     #: Why the audit of this run is incomplete; "" when it is complete.

@@ -823,6 +823,46 @@ def test_marker_line_builds_lines_exactly_as_strace_wrote_them() -> None:
     assert marker_line(f"netaudit:{RUN}.gw0:b:12", time="1795673412.252822") == real[1]
 
 
+def _marker_forms() -> list[str]:
+    """Real marker lines (markers.log, markers_threads.log's complete ones) and the forms a
+    run makes: a worker's, the control connection's, a decorated fd, -tt, a look-alike."""
+    real = [
+        line
+        for name in ("markers", "markers_threads")
+        for line in lines_of(name)
+        if "netaudit:" in line and "unfinished" not in line and "resumed" not in line
+    ]
+    return [
+        *real,
+        marker_line(f"netaudit:{RUN}{RUN}:x").replace(REFUSED, "0"),
+        marker_line(f"netaudit:{RUN}.gw_1-a:b:123456789"),
+        marker_line(f"netaudit:{RUN}:e", fd="3<UNIX-DGRAM:[27552]>"),
+        marker_line(f"netaudit:{RUN}:e", fd="3<UNIX:[27552->0]>"),
+        marker_line(f"netaudit:{RUN}:b:7", time="12:30:01.252222"),
+        marker_line(f"netaudit:{RUN}:b"),
+        marker_line(f"netaudit:{RUN}:s:1"),
+        marker_line(f"netaudit:{RUN}:e").replace(REFUSED, f"{REFUSED} <0.000021>"),
+    ]
+
+
+@pytest.mark.parametrize("line", _marker_forms())
+def test_the_fast_path_reads_a_marker_as_the_careful_path_does(line: str) -> None:
+    fast = list(Parser().records([line]))
+    careful = Parser()._slow(line, 1)
+    assert fast == careful
+    assert [type(r) for r in fast] in ([Mark], [NetCall])
+
+
+def test_a_real_marker_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: Parser, line: str, n: int) -> list[Record]:
+        raise AssertionError(f"the careful path read {line!r}")
+
+    lines = [line for line in lines_of("markers") if f"netaudit:{RUN}" in line]
+    expected = [Parser()._slow(line, n) for n, line in enumerate(lines, 1)]
+    monkeypatch.setattr(Parser, "_slow", refuse)
+    assert [[r] for r in Parser().records(lines)] == expected
+
+
 def test_a_repeated_marker_line_is_a_mark_every_time() -> None:
     # Complete lines are cached by their text: a marker must not be cached as a call.
     line = marker_line(f"netaudit:{RUN}:e")
