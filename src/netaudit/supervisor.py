@@ -571,6 +571,14 @@ class Supervisor:
         names = {key: tests.get(_split(key), (f"<unnamed test {key}>", ""))[0] for key in keys}
         destinations = folder.destinations(run, names, test)
         calls, unparsed = spill.calls(destinations)
+        if test is None:
+            locations = tuple(sorted(set(tests.values())))
+            policies = tuple(sorted(entry.policies.items()))
+        else:  # one test's answer names that test only: not the whole table, each test again
+            located = [tests[_split(key)] for key in keys if _split(key) in tests]
+            named = {nodeid for nodeid, _ in located}
+            locations = tuple(located)
+            policies = tuple((n, entry.policies[n]) for n in sorted(named) if n in entry.policies)
         return RunAudit(
             destinations=destinations,
             findings=tuple(replace(f, test=names.get(f.test, f.test)) for f in findings),
@@ -578,9 +586,9 @@ class Supervisor:
             stats=replace(
                 self._piped().parser.stats, lines=self._lines, calls=calls, unparsed=unparsed
             ),
-            locations=tuple(sorted(set(tests.values()))),
+            locations=locations,
             problem=problem,
-            policies=tuple(sorted(self._runs[run].policies.items())),
+            policies=policies,
         )
 
     def leftovers(self) -> tuple[RunAudit, bool]:
