@@ -5,10 +5,11 @@
 
 Each pytest suite runs as plain ``pytest`` (untraced), under raw ``strace -f --seccomp-bpf``
 with netaudit's own trace set (the floor: what tracing itself costs), as ``pytest --netaudit``
-(ours) and as ``pytest --netaudit`` with the PyPI netaudit 0.6.1 (in a scratch venv of its
-own). The variants alternate within each round; the tables give medians and ratios, never
-one time. Every suite runs inside a private network namespace (``unshare -n``, only ``lo``):
-nothing any of them does can leave the machine. Sections:
+(ours), as ``pytest --netaudit --netaudit-block`` (block mode) and as ``pytest --netaudit``
+with the PyPI netaudit 0.6.1 (in a scratch venv of its own). The variants alternate within
+each round; the tables give medians and ratios, never one time. Every suite runs inside a
+private network namespace (``unshare -n``, only ``lo``): nothing any of them does can leave the
+machine. Sections:
 
   synthetic, syscall, threadfork, send   generated suites (bench/suites.py)
   synthetic-n2   the synthetic suite with -n 2 (pytest-xdist; not in the default set)
@@ -50,6 +51,7 @@ from netaudit.trace import find_tracer, strace_argv  # noqa: E402
 PEER_VERSION = "0.6.1"
 PEER = f"netaudit {PEER_VERSION}"
 OURS = "pytest --netaudit"
+BLOCKING = "ours, --netaudit-block"
 NAMED = "ours, --netaudit-names"
 #: ``pytest --netaudit`` from another venv (--compare): this checkout against an older one.
 COMPARED = "compared (--compare)"
@@ -135,6 +137,7 @@ def pytest_variants(
         UNTRACED: untraced,
         FLOOR: strace_argv(find_tracer(), log, untraced),  # the very flags netaudit uses
         OURS: [*plain, "--netaudit", *args],
+        BLOCKING: [*plain, "--netaudit", "--netaudit-block", *args],
     }
     if names:  # what reading DNS costs (issue 6): recvfrom/recvmsg traced, -yy -x -s 512
         runs[NAMED] = [*plain, "--netaudit", "--netaudit-names", *args]
@@ -168,7 +171,7 @@ def table(
     cpu = {name: statistics.median(c for _, c, _ in runs) for name, runs in results.items()}
     print(f"\n{title}", flush=True)
     rss = f" {'peak RSS':>9}" if runs else ""
-    print(f"  {'variant':<20} {'median':>9} {'vs untraced':>12} {'vs floor':>9} "
+    print(f"  {'variant':<22} {'median':>9} {'vs untraced':>12} {'vs floor':>9} "
           f"{'vs ' + PEER:>17} {'CPU':>8} {'CPU vs untraced':>16} {'exit':>6}{rss}")  # fmt: skip
     for name, median in medians.items():
         cols = [f"{median / medians[base]:.3f}x" if base in medians else "-"
@@ -177,7 +180,7 @@ def table(
         codes = ",".join("timeout" if c == TIMED_OUT else str(c) for c in seen)
         peak = f" {PEAK_RSS[tuple(runs[name])] / 1024:>7.0f}MB" if runs else ""
         print(
-            f"  {name:<20} {median:>8.3f}s {cols[0]:>12} {cols[1]:>9} {cols[2]:>17} "
+            f"  {name:<22} {median:>8.3f}s {cols[0]:>12} {cols[1]:>9} {cols[2]:>17} "
             f"{cpu[name]:>7.2f}s {cpu[name] / cpu[UNTRACED]:>15.3f}x {codes:>6}{peak}"
         )
     sys.stdout.flush()
@@ -231,11 +234,11 @@ def run_latency(rounds: int, peer: str | None, scratch: Path) -> None:
             last = float(stamp.read_text()) if stamp.exists() else float("nan")
             delays[name].append(ended - last)
     print(f"\nlatency: end of the last test to the report, 10,000 traced calls ({rounds} rounds)")
-    print(f"  {'variant':<20} {'median':>9} {'minus untraced':>15}")
+    print(f"  {'variant':<22} {'median':>9} {'minus untraced':>15}")
     base = statistics.median(delays[UNTRACED])
     for name, samples in delays.items():
         median = statistics.median(samples)
-        print(f"  {name:<20} {median:>8.3f}s {median - base:>14.3f}s")
+        print(f"  {name:<22} {median:>8.3f}s {median - base:>14.3f}s")
     sys.stdout.flush()
     shutil.rmtree(folder)
 
@@ -280,6 +283,7 @@ def run_commands(rounds: int, scratch: Path) -> None:
             UNTRACED: command,
             FLOOR: strace_argv(find_tracer(), str(scratch / "floor.log"), command),
             "netaudit run": [str(BIN / "netaudit"), "run", "--", *command],
+            "netaudit run --block": [str(BIN / "netaudit"), "run", "--block", "--", *command],
         }
         table(f"command: {title} ({rounds} rounds)", alternate(runs, rounds))
 

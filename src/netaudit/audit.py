@@ -181,10 +181,16 @@ class Folder:
         if run is not None:
             keep = (lambda key: key[0] == run) if test is None else (
                 lambda key: key[0] == run and key[1] == test)  # fmt: skip
+        one = run is not None and test is not None
+        if one and (run, test) not in self._tests:
+            return iter(())  # asked as each test ends: most tests folded nothing
         rename = None if tests is None else _renaming(tests)
         if self._spilled is None:
+            tallies: Iterable[tuple[_Key, list[Any]]] = self._tallies.items()
+            if one:  # only the test's own tallies stored, not every test's each time
+                tallies = [(key, tally) for key, tally in tallies if key[1] == test]
             items: Iterable[tuple[_Stored, _Value]] = spill.group(
-                (_stored(key, tally) for key, tally in self._tallies.items()),
+                (_stored(key, tally) for key, tally in tallies),
                 _combine,
                 _first_seen,
                 keep,

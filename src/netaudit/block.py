@@ -133,6 +133,12 @@ class Blocker:
             lines.append(self._later.popleft())
         return lines
 
+    @property
+    def recorded(self) -> bool:
+        """Whether the line of every call answered so far is in the stream (none waits in
+        ``drain``); a connect made here keeps its line there before its caller goes on."""
+        return not self._later
+
     def _unlisten(self) -> None:
         if self._listening:
             self._listening = False

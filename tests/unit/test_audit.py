@@ -142,6 +142,14 @@ def test_a_folder_keeps_a_tests_leftover_calls_apart_from_its_own() -> None:
     assert [(d.after_test, d.count) for d in folder.destinations(RUN_A)] == [(False, 2), (True, 1)]
 
 
+def test_a_folder_hands_out_one_tests_destinations_and_none_of_a_test_that_folded_nothing() -> None:
+    folder = Folder()
+    folder.feed([in_run(RUN_A, ":0"), in_run(RUN_A, ":1", process=CURL), in_run(RUN_B, ":1")])
+    assert [(d.test, d.pids) for d in folder.destinations(RUN_A, test=":1")] == [(":1", (11,))]
+    assert folder.destinations(RUN_A, test=":2") == ()
+    assert folder.destinations(RUN_B, test=":0") == ()
+
+
 def test_a_folder_keeps_findings_per_run_once_each() -> None:
     a = Finding(HazardKind.IO_URING, 10, "python3", ":0", RUN_A)
     b = Finding(HazardKind.IO_URING, 10, "python3", SESSION, RUN_B)
@@ -325,6 +333,9 @@ def test_a_folder_that_spills_folds_as_one_that_does_not(
         assert bounded.tests(run or RUN_A) == whole.tests(run or RUN_A)
     renamed = {":0": "t.py::a", SESSION: "t.py::a"}  # two keys become one: merged
     assert list(bounded.destinations(RUN_A, renamed)) == list(whole.destinations(RUN_A, renamed))
+    for test in (":0", ":1", SESSION):
+        one = list(bounded.destinations(RUN_A, test=test))
+        assert one == list(whole.destinations(RUN_A, test=test))
     bounded.close()
 
 

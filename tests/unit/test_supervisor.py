@@ -151,6 +151,28 @@ def test_test_keys_become_the_nodeids_of_the_runs_table(sup: Supervisor) -> None
     assert audit.problem == ""
 
 
+def test_one_tests_answer_names_that_test_only(sup: Supervisor) -> None:
+    table(sup, "", 0, "t.py::a", "t.py:3")
+    table(sup, "", 1, "t.py::b", "t.py:9")
+    sup._runs[RUN].policies["t.py::a"] = '{"allow": []}'
+    folder = Folder()
+    folder.feed(
+        NetEvent(NetCall(Syscall.CONNECT, 7, 1.0, 3, PUBLIC, "0"), Process(7, None, "py"), key,
+                 False, RUN)
+        for key in (":0", ":1")
+    )  # fmt: skip
+    with sup._cond:
+        audit = sup._named(RUN, folder, "", ":1")
+        nothing = sup._named(RUN, folder, "", ":2")
+    assert [d.test for d in audit.destinations] == ["t.py::b"]
+    assert (audit.locations, audit.policies) == ((("t.py::b", "t.py:9"),), ())
+    assert nothing.destinations == ()
+    with sup._cond:
+        whole = sup._named(RUN, folder, "")
+    assert dict(whole.locations) == {"t.py::a": "t.py:3", "t.py::b": "t.py:9"}
+    assert whole.policies == (("t.py::a", '{"allow": []}'),)
+
+
 def test_workers_are_told_apart_by_their_safe_names(sup: Supervisor) -> None:
     table(sup, "gw0", 0, "t.py::a", "t.py:3")
     table(sup, "gw1", 0, "t.py::b", "t.py:9")

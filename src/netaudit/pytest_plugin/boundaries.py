@@ -85,13 +85,13 @@ class Boundaries:
 
     # -- the table of tests -------------------------------------------------------------
 
-    def index(self, item: pytest.Item) -> int:
+    def index(self, item: pytest.Item, *, gathering: bool = False) -> int:
         test = self.tests.get(item.nodeid)
         if test is None:
             test = self.tests[item.nodeid] = len(self.tests)
             path, line, _ = item.location
             where = path if line is None else f"{path}:{line + 1}"
-            self.link.table(test, item.nodeid, where, self.policy(item))
+            self.link.table(test, item.nodeid, where, self.policy(item), gathering=gathering)
         return test
 
     def policy(self, item: pytest.Item) -> dict[str, object] | None:
@@ -107,7 +107,7 @@ class Boundaries:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """The table of the tests that will run, at once: a test then pays its marker only."""
         for item in session.items:
-            self.index(item)
+            self.index(item, gathering=True)
         self.link.flush()
 
     @pytest.hookimpl(wrapper=True)

@@ -75,13 +75,20 @@ class Link:
             )
 
     def table(
-        self, test: int, nodeid: str, location: str, policy: dict[str, object] | None
+        self,
+        test: int,
+        nodeid: str,
+        location: str,
+        policy: dict[str, object] | None,
+        *,
+        gathering: bool = False,
     ) -> None:
         """A line of the table of tests; lines are batched, and a lost connection shows at
-        the end, when the audit cannot be asked for."""
+        the end, when the audit cannot be asked for. In block mode a line goes out at once,
+        unless the caller is ``gathering`` lines it flushes before any test begins."""
         entry = TableEntry(self.role.run, self.role.worker, test, nodeid, location, policy)
         with contextlib.suppress(OSError):
-            self._channel.send(entry, batch=test > 0 and not self.live)
+            self._channel.send(entry, batch=test > 0 and (gathering or not self.live))
 
     def flush(self) -> None:
         with contextlib.suppress(OSError):
