@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 _POLL = 0.005
 _CHUNK = 1 << 20
 _NAME_WAIT = 2.0
+#: How long an interrupted session gets to end of itself (Ctrl-C: pytest's summary, and the
+#: audit judged and reported, which for a big suite takes seconds on a busy machine) before
+#: its tree is ended by pid; a second Ctrl-C ends it at once.
+_INTERRUPT_GRACE = 15.0
 #: strace's niceness, when this process may raise it (measured: -n 2 suites 10% faster).
 STRACE_NICE = -10
 
@@ -121,6 +125,7 @@ class Supervisor:
             tracer,
             strace_cpu=_one_cpu(),
             strace_nice=STRACE_NICE,
+            kill_grace=_INTERRUPT_GRACE,
             names=names,
             io_uring=io_uring,
             keep=keep_trace,

@@ -459,7 +459,7 @@ def test_ctrl_c_interrupts_the_session_and_leaves_nothing_behind(
     """Ctrl-C reaches the whole traced tree, as it would from a terminal: pytest stops with its
     own status for an interrupted session, 2, and the test's child goes with it."""
     status, out, left, dirs = interrupt(pytester, signal.SIGINT, with_daemon=False)
-    assert status == 2, out
+    assert status == 2, "\n".join(out)
     pytest.LineMatcher(out).fnmatch_lines(["*! KeyboardInterrupt !*"])
     assert left == [], out
     assert dirs == [], out
@@ -471,7 +471,7 @@ def test_ctrl_c_keeps_pytest_status_when_a_test_left_a_daemon(
     status, out, left, dirs = interrupt(pytester, signal.SIGINT, with_daemon=True)
     assert left == [], out
     assert dirs == [], out
-    assert status == 2, out
+    assert status == 2, "\n".join(out)
 
 
 def test_sigterm_ends_the_whole_tree_with_status_143(
