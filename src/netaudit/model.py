@@ -312,6 +312,18 @@ class Destination:
         return str(self.endpoint) if self.endpoint is not None else self.raw
 
 
+#: What each hazard is, as the reports name it.
+HAZARD_WHAT = {
+    HazardKind.IO_URING: "io_uring used",
+    HazardKind.CLONE_UNTRACED: "an untraced child (CLONE_UNTRACED) started",
+    HazardKind.SECCOMP_NOTIFY: "a seccomp user-notification filter installed",
+    HazardKind.SECCOMP_REFUSED: (
+        "a seccomp user-notification filter refused (block mode holds the tree's)"
+    ),
+    HazardKind.RAW_PACKET: "a raw packet socket (AF_PACKET) bound to an interface",
+}
+
+
 @dataclass(frozen=True)
 class Finding:
     """A reason the audit is incomplete: a hazard seen in the trace, with who caused it."""
@@ -323,16 +335,7 @@ class Finding:
     run: str = ""
 
     def __str__(self) -> str:
-        what = {
-            HazardKind.IO_URING: "io_uring used",
-            HazardKind.CLONE_UNTRACED: "an untraced child (CLONE_UNTRACED) started",
-            HazardKind.SECCOMP_NOTIFY: "a seccomp user-notification filter installed",
-            HazardKind.SECCOMP_REFUSED: (
-                "a seccomp user-notification filter refused (block mode holds the tree's)"
-            ),
-            HazardKind.RAW_PACKET: "a raw packet socket (AF_PACKET) bound to an interface",
-        }[self.kind]
-        return f"audit incomplete: {what} by pid {self.pid} ({self.program})"
+        return f"audit incomplete: {HAZARD_WHAT[self.kind]} by pid {self.pid} ({self.program})"
 
 
 @dataclass(frozen=True)

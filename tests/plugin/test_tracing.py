@@ -441,7 +441,6 @@ def interrupt(
             pytest.fail(f"the test never started its children:\n{proc.communicate(timeout=60)[0]}")
         started = {pid: start_time(pid) for pid in map(int, pids_file.read_text().split())}
         assert all(started.values()), started
-        time.sleep(0.2)  # into its time.sleep()
         proc.send_signal(signum)
         out, _ = proc.communicate(timeout=60)
         left = still_running(started, wait=5)

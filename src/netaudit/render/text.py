@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-from ..model import SESSION, AuditResult, Destination, Finding, HazardKind, Stored
+from ..model import (
+    HAZARD_WHAT,
+    SESSION,
+    AuditResult,
+    Destination,
+    Finding,
+    HazardKind,
+    Stored,
+)
 from ..rules import Allowlist, Rule
 
 BAR = "=" * 60
@@ -288,31 +296,26 @@ def by_destination(
     return "\n".join(lines)
 
 
-#: What each hazard is, and what to do about it.
-_HAZARDS = {
+#: What to do about each hazard.
+_REMEDIES = {
     HazardKind.IO_URING: (
-        "io_uring used",
         'calls submitted through a ring are invisible to strace; with io_uring = "deny" '
         "(the default) io_uring_setup fails and programs fall back to plain sockets, which "
-        "are judged",
+        "are judged"
     ),
     HazardKind.CLONE_UNTRACED: (
-        "an untraced child (CLONE_UNTRACED) started",
-        "nothing that child did was traced; run that program outside the audited command",
+        "nothing that child did was traced; run that program outside the audited command"
     ),
     HazardKind.SECCOMP_NOTIFY: (
-        "a seccomp user-notification filter installed",
         "calls the filter catches are answered by another process and never reach strace; "
-        "run that program without its sandbox when audited",
+        "run that program without its sandbox when audited"
     ),
     HazardKind.SECCOMP_REFUSED: (
-        "a seccomp user-notification filter refused (block mode holds the tree's)",
         "the program's own sandbox could not be installed, so it may have failed or run "
-        "differently; run that program without its sandbox, or audit without --netaudit-block",
+        "differently; run that program without its sandbox, or audit without --netaudit-block"
     ),
     HazardKind.RAW_PACKET: (
-        "a raw packet socket (AF_PACKET) bound to an interface",
-        "its frames carry no address to judge; run that program outside the audited command",
+        "its frames carry no address to judge; run that program outside the audited command"
     ),
 }
 
@@ -324,7 +327,7 @@ def findings_lines(findings: Iterable[Finding]) -> list[str]:
         kinds.setdefault(finding.kind, []).append(finding)
     lines = []
     for kind, found in kinds.items():
-        what, remedy = _HAZARDS[kind]
+        what, remedy = HAZARD_WHAT[kind], _REMEDIES[kind]
         pids = sorted({f.pid for f in found})
         programs = ", ".join(sorted({f.program for f in found}))
         who = f"pid {pids[0]}" if len(pids) == 1 else f"{len(pids)} processes"
