@@ -83,13 +83,12 @@ class Verdicts:
 
             outcome = self._outcome(item)
             lines, _ = _violations(outcome)
-            if self.properties:
-                report.user_properties += [(PROPERTY, line) for line in lines]
-            told = self._told.pop(item.nodeid, set())
-            later = [line for line in lines if line not in told]
             incomplete = findings_lines(outcome.result.findings) if outcome else []
             if self.properties:
+                report.user_properties += [(PROPERTY, line) for line in lines]
                 report.user_properties += [(INCOMPLETE, line) for line in incomplete]
+            told = self._told.pop(item.nodeid, set())
+            later = [line for line in lines if line not in told]
             if self.failures and later and report.passed:  # made after the call phase
                 report.outcome = "failed"
                 report.longrepr = _failure(later, len(later))
